@@ -1,0 +1,148 @@
+"""Small, allocation-free statistics shared by pools, the resource manager, the GC and loop monitors.
+
+:class:`Histogram` is log-bucketed (4 buckets per doubling, so any quantile it reports is within about 10%
+of the true value) and costs one ``bisect`` and a few integer updates per sample, so it can sit on hot
+paths. Exporters (Prometheus, OpenTelemetry) read :meth:`Histogram.snapshot` and never recompute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from bisect import bisect_left
+
+_PER_DOUBLING = 4
+
+
+def _bounds(lowest: float, highest: float) -> tuple[float, ...]:
+    n = math.ceil(math.log2(highest / lowest) * _PER_DOUBLING) + 1
+    return tuple(lowest * 2.0 ** (i / _PER_DOUBLING) for i in range(n))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """A frozen copy of a histogram. Quantiles are upper bucket bounds (an over-estimate by <= 19%),
+    clamped to the observed maximum; all values are in the unit recorded (seconds for durations)."""
+
+    count: int
+    sum: float
+    min: float
+    max: float
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count if self.count else 0.0
+
+    def quantile(self, q: float) -> float:
+        """The value below which a fraction ``q`` (0..1) of samples fall; 0.0 when empty."""
+        if not self.count:
+            return 0.0
+        if q >= 1.0:
+            return self.max
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= rank:
+                upper = self.bounds[i] if i < len(self.bounds) else self.max
+                return min(max(upper, self.min), self.max)
+        return self.max
+
+    @property
+    def p50(self) -> float:
+        return self.quantile(0.50)
+
+    @property
+    def p90(self) -> float:
+        return self.quantile(0.90)
+
+    @property
+    def p99(self) -> float:
+        return self.quantile(0.99)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper_bound, samples <= bound)`` pairs, ending with ``(inf, count)`` (Prometheus ``le``)."""
+        out: list[tuple[float, int]] = []
+        seen = 0
+        for bound, c in zip(self.bounds, self.counts, strict=False):
+            seen += c
+            out.append((bound, seen))
+        out.append((math.inf, self.count))
+        return out
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The summary as plain numbers: count, sum, mean, min, max, p50, p90, p99."""
+        return {
+            "count": self.count,
+            "sum": self.sum,
+            "mean": self.mean,
+            "min": self.min if self.count else 0.0,
+            "max": self.max,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+        }
+
+
+class Histogram:
+    """A log-bucketed histogram of non-negative values (by default durations from 1 us to ~12 days).
+
+    Not thread-safe by design: each owner records from one thread (the event loop), like the pool.
+    """
+
+    __slots__ = ("_bounds", "_counts", "count", "max", "min", "sum")
+
+    def __init__(self, lowest: float = 1e-6, highest: float = 1e6) -> None:
+        if not 0 < lowest < highest:
+            raise ValueError(f"need 0 < lowest < highest, got lowest={lowest!r}, highest={highest!r}")
+        self._bounds = _bounds(lowest, highest)
+        self._counts = [0] * (len(self._bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = 0.0
+
+    def record(self, value: float) -> None:
+        """Add one sample (negative values, e.g. from clock adjustments, count as 0)."""
+        if value < 0.0:
+            value = 0.0
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+        if value > self.max:
+            self.max = value
+        if value < self.min:
+            self.min = value
+
+    def record_many(self, value: float, n: int) -> None:
+        """Add ``n`` samples of the same value (used to correct for coordinated omission)."""
+        if n <= 0:
+            return
+        if value < 0.0:
+            value = 0.0
+        self._counts[bisect_left(self._bounds, value)] += n
+        self.count += n
+        self.sum += value * n
+        if value > self.max:
+            self.max = value
+        if value < self.min:
+            self.min = value
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(
+            count=self.count,
+            sum=self.sum,
+            min=self.min if self.count else 0.0,
+            max=self.max,
+            bounds=self._bounds,
+            counts=tuple(self._counts),
+        )
+
+    def reset(self) -> None:
+        self._counts = [0] * (len(self._bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = 0.0

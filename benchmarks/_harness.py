@@ -6,7 +6,9 @@ in the same run and writes ``benchmarks/results/<name>.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -28,10 +30,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    try:
+    with contextlib.suppress(OSError):  # not on every platform
         info["load_average"] = os.getloadavg()
-    except OSError:  # pragma: no cover - not on every platform
-        pass
     return info
 
 
@@ -70,7 +70,7 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             return str(value)
         if abs(value) >= 100:
             return f"{value:,.0f}"

@@ -15,18 +15,26 @@ from .errors import (
     ResourceError,
     SanaaError,
 )
+from .keyed_pool import MemoryPool, create_large_object_pool
+from .pool import AsyncPool, PoolStats
+from .weak_cache import WeakReferenceCache
 
 __all__ = [
+    "AsyncPool",
     "ConfigurationError",
     "GCError",
+    "MemoryPool",
     "MemoryPressureError",
     "PoolClosed",
     "PoolError",
     "PoolExhausted",
+    "PoolStats",
     "PoolTimeout",
     "ResourceError",
     "SanaaError",
     "Settings",
+    "WeakReferenceCache",
     "__version__",
+    "create_large_object_pool",
     "get_settings",
 ]

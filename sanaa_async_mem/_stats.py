@@ -62,6 +62,21 @@ class HistogramSnapshot:
     def p99(self) -> float:
         return self.quantile(0.99)
 
+    def with_zeros(self, n: int) -> HistogramSnapshot:
+        """This snapshot plus ``n`` samples of 0 (e.g. acquires that did not wait at all)."""
+        if n <= 0:
+            return self
+        counts = list(self.counts)
+        counts[0] += n
+        return HistogramSnapshot(
+            count=self.count + n,
+            sum=self.sum,
+            min=0.0,
+            max=self.max,
+            bounds=self.bounds,
+            counts=tuple(counts),
+        )
+
     def cumulative(self) -> list[tuple[float, int]]:
         """``(upper_bound, samples <= bound)`` pairs, ending with ``(inf, count)`` (Prometheus ``le``)."""
         out: list[tuple[float, int]] = []

@@ -54,6 +54,13 @@ def seconds(name: str, value: object, *, allow_none: bool = False, allow_zero: b
     return v
 
 
+def duration(name: str, value: object, *, allow_zero: bool = True) -> float:
+    """A required duration in seconds (see :func:`seconds`)."""
+    result = seconds(name, value, allow_zero=allow_zero)
+    assert result is not None  # seconds() refuses None unless allow_none
+    return result
+
+
 def positive_number(name: str, value: object) -> float:
     """A finite number > 0 (a rate, a size in bytes, a threshold)."""
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -116,6 +116,15 @@ class _Entry(Generic[T]):
         self.stack: traceback.StackSummary | None = None
 
 
+class _Slot:
+    """One creation's claim on a place in the pool, released exactly once (see _creation_done)."""
+
+    __slots__ = ("released",)
+
+    def __init__(self) -> None:
+        self.released = False
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PoolStats:
     """A point-in-time view of a pool. Sizes are gauges; the rest count since creation or ``pop_stats``.
@@ -842,12 +851,24 @@ class AsyncPool(Generic[T]):
 
     def _start_create(self) -> asyncio.Task[BaseException | None]:
         self._creating += 1
-        task = self._spawn(self._create())
+        slot = _Slot()
+        task = self._spawn(self._create(slot))
         self._creations.add(task)
-        task.add_done_callback(self._creations.discard)
+        task.add_done_callback(lambda t: self._creation_done(t, slot))
         return task
 
-    async def _create(self) -> BaseException | None:
+    def _creation_done(self, task: asyncio.Task[Any], slot: _Slot) -> None:
+        self._creations.discard(task)
+        if not slot.released:
+            # Cancelled before its first step: the coroutine never ran, so its slot is given back here.
+            self._release_slot(slot)
+            self._notify_if_all_back()
+
+    def _release_slot(self, slot: _Slot) -> None:
+        slot.released = True
+        self._creating -= 1
+
+    async def _create(self, slot: _Slot) -> BaseException | None:
         """One factory call in its own task. Returns the error (already handled) or None."""
         started = _now()
         try:
@@ -860,13 +881,13 @@ class AsyncPool(Generic[T]):
                     f"create_timeout={self._create_timeout}s"
                 ) from exc
         except BaseException as exc:
-            self._creating -= 1
+            self._release_slot(slot)
             if not isinstance(exc, Exception):  # cancelled (pool closing) or interpreter exit
                 self._notify_if_all_back()
                 raise
             self._creation_failed(exc)
             return exc
-        self._creating -= 1
+        self._release_slot(slot)
         now = _now()
         self._n_created += 1
         self._create_hist.record(now - started)

@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a small async workload through a pool and print what happened")
     demo.add_argument("--tasks", type=int, default=500, help="concurrent tasks (default: 500)")
     demo.add_argument("--size", type=int, default=10, help="pool size (default: 10)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    demo.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
@@ -31,9 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(tasks=args.tasks, size=args.size)
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first
-    return 2
+        return run_demo(tasks=args.tasks, size=args.size, seed=args.seed, as_json=args.json)
+    parser.error(f"unknown command {args.command!r}")  # argparse rejects it first; NoReturn
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,150 @@
+"""The snapshot record and its JSON Lines store, including a writer killed with SIGKILL mid-run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sanaa_async_mem.snapshots import (
+    MemorySnapshot,
+    SnapshotStore,
+    TopConsumer,
+    load_snapshots,
+    parse_lines,
+    read_snapshots,
+)
+
+
+def snap(i: int, *, top: bool = False) -> MemorySnapshot:
+    return MemorySnapshot(
+        timestamp=1.7e9 + i,
+        monotonic=float(i),
+        rss=1000 + i,
+        vms=5000 + i,
+        uss=None if i % 2 else 900 + i,
+        system_total=8 << 30,
+        system_available=4 << 30,
+        system_percent=50.0,
+        gc_counts=(i, 2, 1),
+        traced=100 + i if top else None,
+        traced_peak=200 + i if top else None,
+        top=(TopConsumer("app.py:10", 4096, 3, 1024, 1),) if top else (),
+    )
+
+
+def test_record_round_trips_through_one_json_line() -> None:
+    for s in (snap(1), snap(2, top=True)):
+        line = s.to_json()
+        assert "\n" not in line
+        assert json.loads(line)["v"] == 1
+        assert MemorySnapshot.from_json(line) == s
+
+
+def test_non_finite_numbers_are_refused_on_write() -> None:
+    bad = MemorySnapshot(timestamp=float("nan"), monotonic=0.0, rss=1, vms=1)
+    with pytest.raises(ValueError):
+        bad.to_json()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"v":1,"timestamp":1.0,"monotonic":1.0,"rss":1',  # torn
+        "not json at all",
+        "[1, 2, 3]",
+        '{"v":1,"timestamp":1.0,"monotonic":1.0,"rss":"big","vms":1}',
+        '{"v":99,"timestamp":1.0,"monotonic":1.0,"rss":1,"vms":1}',
+        '{"v":1,"timestamp":1.0,"monotonic":1.0,"vms":1}',
+        "\x80\x04\x95 pickled-looking bytes",
+    ],
+)
+def test_a_corrupt_line_is_skipped_with_a_warning_and_nothing_else_is_lost(
+    line: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = [snap(1).to_json(), line, snap(2).to_json()]
+    with caplog.at_level(logging.WARNING, logger="sanaa.memory"):
+        out = parse_lines(lines, source="f.jsonl")
+    assert [s.monotonic for s in out] == [1.0, 2.0]
+    [record] = [r for r in caplog.records if r.name == "sanaa.memory"]
+    assert "f.jsonl:2" in record.getMessage()
+    assert record.sanaa_line == 2  # type: ignore[attr-defined]
+
+
+async def test_store_appends_and_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "snaps.jsonl"
+    async with SnapshotStore(path) as store:
+        for i in range(5):
+            await store.append(snap(i, top=i == 3))
+        assert store.records_written == 5
+    assert await read_snapshots(path) == [snap(i, top=i == 3) for i in range(5)]
+    assert load_snapshots(path) == await read_snapshots(path)
+    assert len(path.read_text().splitlines()) == 5
+
+
+async def test_reopening_after_a_torn_record_keeps_the_next_record_intact(tmp_path: Path) -> None:
+    path = tmp_path / "snaps.jsonl"
+    path.write_text(snap(0).to_json() + "\n" + snap(1).to_json()[:25])  # killed mid-record
+    async with SnapshotStore(path) as store:
+        await store.append(snap(2))
+    assert [s.monotonic for s in await read_snapshots(path)] == [0.0, 2.0]
+
+
+async def test_fsync_mode_writes_the_same_records(tmp_path: Path) -> None:
+    path = tmp_path / "snaps.jsonl"
+    store = SnapshotStore(path, fsync=True)
+    await store.append(snap(7))  # opens on first use
+    await store.close()
+    await store.close()  # idempotent
+    assert await read_snapshots(path) == [snap(7)]
+
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from sanaa_async_mem.snapshots import MemorySnapshot, SnapshotStore, TopConsumer
+
+    async def main(path):
+        async with SnapshotStore(path) as store:
+            i = 0
+            while True:
+                top = tuple(TopConsumer(f"m.py:{j}", 10 * j, j) for j in range(50))
+                snap = MemorySnapshot(timestamp=1.7e9 + i, monotonic=float(i), rss=i, vms=i, top=top)
+                await store.append(snap)
+                i += 1
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def test_a_writer_killed_with_sigkill_loses_at_most_the_record_being_written(tmp_path: Path) -> None:
+    path = tmp_path / "killed.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+    try:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            if path.exists() and path.stat().st_size > 200_000:
+                break
+            time.sleep(0.02)
+        else:  # pragma: no cover - only on a very slow machine
+            pytest.fail("the writer did not write anything in 60 s")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    raw = path.read_bytes()
+    complete = raw.count(b"\n")
+    records = load_snapshots(path)
+    # Every line that reached the file whole is read back, in order, with nothing missing in between.
+    assert len(records) == complete > 10
+    assert [r.monotonic for r in records] == [float(i) for i in range(complete)]
+    assert all(len(r.top) == 50 for r in records)

@@ -1,0 +1,439 @@
+"""GCScheduler: full (oldest-generation) collections at idle moments instead of in the middle of requests.
+
+On a generational collector (CPython 3.11-3.13, 3.14.5+) the scheduler raises the oldest generation's
+threshold out of reach, so the interpreter never starts a full collection by itself; young collections stay
+automatic (they cost ~10 us). A background task then runs the full collection itself:
+
+* when one is **due** and the loop is **idle**;
+* ``deadline`` seconds after it became due, idle or not (a saturated loop is never idle, and deferring
+  for ever grows pauses and memory), or at once when the oldest generation has grown by ``max_growth``
+  (100%) of the live heap, four times what the interpreter's own rule lets accumulate;
+* at once when the process RSS reaches ``memory_cap_bytes`` (after running the optimizer's cleanup
+  callbacks, if an optimizer was given), at most once per ``cap_min_interval`` seconds.
+
+**Due** is the interpreter's own rule, applied to the unfrozen heap: as many middle-generation collections
+since the last full one as its oldest threshold (10), and growth of the oldest generation by ``due_growth``
+(25%) of the live unfrozen heap. So the scheduler runs as many full collections as CPython would with the
+startup heap frozen; it moves them, it does not multiply them. The growth is estimated without touching the
+heap: middle collections since the last full one (``gc.get_count()[2]``; each promotes its survivors) times
+the promotions per middle collection measured at the previous full collections. A third condition, the
+*GC budget*, keeps a large unfrozen heap from being re-scanned often: re-scanning the live heap may take at
+most ``gc_budget`` (2%) of wall time. With the startup heap frozen, full collections are short (~10-40 ms
+on the reference workload instead of ~170-320 ms).
+
+**Idle** means the scheduler's timer fired on time (the loop was waiting for I/O), one extra loop
+iteration came back within ``idle_probe`` seconds (nothing substantial was ready), and no request is in
+flight (if an integration reports requests through ``request_started()``/``request_finished()`` or
+``request()``; without one, the two loop probes decide alone). A request that arrives during an idle-time
+collection still waits for it: short collections are what keeps that wait small.
+
+Idleness is judged only from public loop APIs (timers and ``asyncio.sleep(0)``), so it works the same on
+the default asyncio loop and on uvloop. While GC is disabled (by the application or by a
+``disable_gc_temporarily`` section) only the memory cap can trigger a collection.
+
+On collectors where the policy does not apply (``incremental``: CPython 3.14.0-3.14.4, whose old-generation
+work is already sliced into increments; ``unknown``: PyPy, free-threaded builds) the scheduler runs in
+**passive** mode: it changes no setting and only enforces the memory cap. :attr:`GCScheduler.mode` says
+which mode is in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import time
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Literal
+
+import psutil
+
+from ._logging import get_logger
+from .config import Settings, fraction, positive_int, positive_number, seconds
+from .errors import ConfigurationError, GCError
+from .gc_optimizer import CollectorInfo, GarbageCollectionOptimizer, detect_collector
+
+_log = get_logger("gc")
+
+# gc.set_threshold parses C ints: this is the largest oldest-generation threshold that is still valid,
+# and the middle generation cannot be collected 2**31 times between two of our full collections.
+_OUT_OF_REACH = 2**31 - 1
+
+Reason = Literal["idle", "deadline", "memory_cap"]
+Mode = Literal["deferred", "passive"]
+
+
+def _secs(name: str, value: float, *, allow_zero: bool) -> float:
+    return float(seconds(name, value, allow_zero=allow_zero) or 0.0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """A snapshot of the scheduler. Durations in seconds, memory in bytes."""
+
+    mode: Mode
+    collector: str
+    running: bool
+    in_flight: int
+    full_collections: dict[str, int]
+    total_collection_seconds: float
+    max_collection_seconds: float
+    last_collection_seconds: float
+    due_for: float | None
+    last_rss: int | None
+
+
+class _RequestScope:
+    """``with``/``async with`` marking one request in flight (no awaits: not a cancellation point)."""
+
+    __slots__ = ("_scheduler",)
+
+    def __init__(self, scheduler: GCScheduler) -> None:
+        self._scheduler = scheduler
+
+    def __enter__(self) -> None:
+        self._scheduler.request_started()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._scheduler.request_finished()
+
+    async def __aenter__(self) -> None:
+        self._scheduler.request_started()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._scheduler.request_finished()
+
+
+class GCScheduler:
+    """Moves full collections to idle moments of the event loop (see the module documentation).
+
+    Parameters (seconds unless said otherwise): ``deadline`` after a full collection became due, one runs
+    even on a busy loop; ``memory_cap_bytes`` RSS that forces one at once (default
+    ``Settings.high_memory_bytes``, i.e. ``MEMORY_HIGH_USAGE_BYTES``; ``0`` disables the cap);
+    ``check_interval`` how often the background task looks; ``idle_lag`` how late its timer may fire and
+    ``idle_probe`` how long one loop iteration may take for the loop to count as idle;
+    ``cap_min_interval`` the least time between two cap-forced collections; ``gc_budget`` the fraction of
+    wall time (0 < f <= 1) full collections may spend re-scanning the live heap; ``due_growth`` and
+    ``max_growth`` the growth of the oldest generation, as a fraction of the live unfrozen heap, at which
+    a full collection becomes due and at which it is forced; ``optimizer`` whose cleanup callbacks run on
+    memory pressure; ``rss_reader`` returns the memory figure the cap is compared with (default: this
+    process's RSS via psutil; a container may pass its cgroup usage); ``collector`` overrides
+    :func:`~sanaa_async_mem.gc_optimizer.detect_collector`.
+
+    Call :meth:`start` after freezing the startup heap (``optimize_gc_settings(startup_complete=True)``):
+    it counts the live unfrozen heap once, which is cheap only once the startup heap is frozen.
+
+    Raises ConfigurationError for a bad parameter. Use ``async with GCScheduler(): ...`` or
+    :meth:`start`/:meth:`stop` from the event loop's thread; request notifications too.
+    """
+
+    def __init__(
+        self,
+        *,
+        deadline: float = 0.5,
+        memory_cap_bytes: int | None = None,
+        check_interval: float = 0.05,
+        idle_lag: float = 0.005,
+        idle_probe: float = 0.001,
+        cap_min_interval: float = 1.0,
+        gc_budget: float = 0.02,
+        due_growth: float = 0.25,
+        max_growth: float = 1.0,
+        optimizer: GarbageCollectionOptimizer | None = None,
+        rss_reader: Callable[[], int] | None = None,
+        collector: CollectorInfo | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.deadline = _secs("deadline", deadline, allow_zero=False)
+        self.check_interval = _secs("check_interval", check_interval, allow_zero=False)
+        self.idle_lag = _secs("idle_lag", idle_lag, allow_zero=False)
+        self.idle_probe = _secs("idle_probe", idle_probe, allow_zero=False)
+        self.cap_min_interval = _secs("cap_min_interval", cap_min_interval, allow_zero=True)
+        self.gc_budget = fraction("gc_budget", gc_budget)
+        self.due_growth = positive_number("due_growth", due_growth)
+        self.max_growth = positive_number("max_growth", max_growth)
+        if self.gc_budget == 0.0:
+            raise ConfigurationError("gc_budget", gc_budget, "must be > 0")
+        if memory_cap_bytes is None:
+            memory_cap_bytes = (settings if settings is not None else Settings.from_env()).high_memory_bytes
+        self.memory_cap_bytes = positive_int("memory_cap_bytes", memory_cap_bytes, minimum=0)
+        self.optimizer = optimizer
+        if rss_reader is None:
+            process = psutil.Process()
+
+            def rss_reader() -> int:
+                return int(process.memory_info().rss)
+
+        self._rss_reader = rss_reader
+        self.collector = collector if collector is not None else detect_collector()
+        self.mode: Mode = "deferred" if self.collector.kind == "generational" else "passive"
+        self.in_flight = 0
+        self._task: asyncio.Task[None] | None = None
+        self._saved_oldest: int | None = None
+        self._due_since: float | None = None
+        self._not_before = 0.0
+        self._live_objects: int | None = None
+        self._per_object: deque[float] = deque(maxlen=32)
+        self._per_middle: float | None = None
+        self._due_middles = 10
+        self._last_cap_collection = -float("inf")
+        self._counts: dict[str, int] = {"idle": 0, "deadline": 0, "memory_cap": 0}
+        self._total = 0.0
+        self._max = 0.0
+        self._last = 0.0
+        self._last_rss: int | None = None
+        self._cap_warned = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Take over full collections and start the background task. Not a cancellation point.
+
+        Raises GCError if already running or if the collector's thresholds cannot be changed.
+        """
+        if self._task is not None and not self._task.done():
+            raise GCError("GCScheduler is already running")
+        loop = asyncio.get_running_loop()
+        if self.mode == "deferred":
+            thresholds = gc.get_threshold()
+            self._saved_oldest = thresholds[2]
+            # The interpreter's own first criterion (middle collections since the last full one) stays
+            # ours too; keep its value unless it is already out of reach (someone else deferred them).
+            self._due_middles = thresholds[2] if 0 < thresholds[2] < _OUT_OF_REACH else 10
+            # The growth criterion needs the size of the live unfrozen heap; counting it once here costs a
+            # fraction of one full collection (frozen objects are not in the list).
+            self._live_objects = len(gc.get_objects(2))
+            try:
+                gc.set_threshold(thresholds[0], thresholds[1], _OUT_OF_REACH)
+            except (ValueError, OverflowError) as exc:  # pragma: no cover - value is a valid C int
+                self._saved_oldest = None
+                raise GCError(f"cannot defer full collections: {exc}") from exc
+        if self.mode == "passive":
+            _log.info(
+                "GC scheduler passive (%s collector: %s): only the memory cap is enforced",
+                self.collector.kind,
+                self.collector.reason,
+            )
+        self._due_since = None
+        self._task = loop.create_task(self._run(), name="sanaa-gc-scheduler")
+        # A task cancelled before its first step never runs its ``finally``: restore from here too.
+        self._task.add_done_callback(lambda _: self._restore())
+
+    async def stop(self) -> None:
+        """Stop the background task and restore the oldest-generation threshold.
+
+        Settings are restored even if this call is cancelled while waiting for the task (which it cancels),
+        and even if the task was cancelled by someone else (e.g. the loop shutting down). Idempotent.
+        """
+        task, self._task = self._task, None
+        try:
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise
+        finally:
+            self._restore()
+
+    async def __aenter__(self) -> GCScheduler:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _restore(self) -> None:
+        saved, self._saved_oldest = self._saved_oldest, None
+        if saved is None:
+            return
+        current = gc.get_threshold()
+        if current[2] == _OUT_OF_REACH:
+            gc.set_threshold(current[0], current[1], saved)
+        else:
+            _log.warning(
+                "oldest-generation threshold changed to %d while the GC scheduler ran; leaving it", current[2]
+            )
+
+    # ------------------------------------------------------------------ requests
+
+    def request_started(self) -> None:
+        """An integration says a request began (the loop is not idle until it finishes)."""
+        self.in_flight += 1
+
+    def request_finished(self) -> None:
+        """An integration says a request ended. Extra calls are ignored (the count never goes below 0)."""
+        if self.in_flight > 0:
+            self.in_flight -= 1
+
+    def request(self) -> _RequestScope:
+        """``with scheduler.request():`` or ``async with`` around one request."""
+        return _RequestScope(self)
+
+    # ----------------------------------------------------------------- the task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.check_interval
+        try:
+            while True:
+                expected = loop.time() + interval
+                await asyncio.sleep(interval)
+                try:
+                    await self._tick(loop.time() - expected)
+                except Exception:
+                    # A failing RSS reader or cleanup path must not end the scheduler: full collections would
+                    # then never run again (their automatic trigger is out of reach until stop()).
+                    _log.exception("GC scheduler tick failed; continuing")
+        finally:
+            # Cancellation (stop(), loop shutdown) lands on one of the awaits; settings come back here.
+            self._restore()
+
+    async def _tick(self, lag: float) -> None:
+        reason = self._decide(lag)
+        if reason is None:
+            return
+        if reason == "memory_cap":
+            if self.optimizer is not None:
+                await self.optimizer.handle_memory_pressure()
+            self._collect("memory_cap")
+        elif reason == "deadline":
+            self._collect("deadline")
+        else:
+            # "maybe idle": one more loop iteration tells whether anything substantial was ready.
+            started = time.perf_counter()
+            await asyncio.sleep(0)
+            if time.perf_counter() - started <= self.idle_probe and self.in_flight == 0 and self._is_due():
+                self._collect("idle")
+
+    def _growth(self) -> float | None:
+        """Estimated growth of the oldest generation since the last full collection, as a fraction of the
+        live unfrozen heap measured then; None before the first measurement.
+
+        Estimated without touching the heap: middle-generation collections since the last full one
+        (``gc.get_count()[2]``; each promotes its survivors) times the promotions per middle collection
+        measured at our previous full collections.
+        """
+        if self._per_middle is None:
+            return None
+        return gc.get_count()[2] * self._per_middle / max(1, self._live_objects or 0)
+
+    def _is_due(self) -> bool:
+        """Due: the interpreter's own two criteria (enough middle collections, enough growth) hold, and the
+        budget allows a full collection."""
+        middles = gc.get_count()[2]
+        if middles < self._due_middles or time.monotonic() < self._not_before:
+            return False
+        growth = self._growth()
+        return growth is None or growth >= self.due_growth
+
+    def _decide(self, lag: float) -> Reason | Literal["maybe_idle"] | None:
+        """The whole policy, synchronous: what (if anything) to do on this tick."""
+        now = time.monotonic()
+        if self.memory_cap_bytes and now - self._last_cap_collection >= self.cap_min_interval:
+            rss = self._last_rss = self._rss_reader()
+            if rss >= self.memory_cap_bytes:
+                return "memory_cap"
+        if self.mode != "deferred" or not gc.isenabled():
+            return None
+        growth = self._growth()
+        if growth is not None and growth >= self.max_growth and gc.get_count()[2] >= 1:
+            # However busy the loop, never let more reach the oldest generation than the interpreter's own
+            # rule (25% growth) would: the garbage would make the eventual pause longer than its.
+            return "deadline"
+        if not self._is_due():
+            self._due_since = None
+            return None
+        if self._due_since is None:
+            self._due_since = now
+        if now - self._due_since >= self.deadline:
+            return "deadline"
+        if self.in_flight or lag > self.idle_lag:
+            return None
+        return "maybe_idle"
+
+    def _collect(self, reason: Reason) -> None:
+        started = time.perf_counter()
+        # Young generations first, so that the full collection's garbage count is only what had reached the
+        # oldest generation: that, with the live heap's growth, is what was promoted (the measure of
+        # growth). The extra young collection costs little next to the full one.
+        gc.collect(1)
+        middles = gc.get_count()[2]
+        unreachable = gc.collect()
+        elapsed = time.perf_counter() - started
+        # Every survivor is now in the oldest generation, so its length is the live unfrozen heap. Counting
+        # it costs a small fraction of the collection (a list of references, no traversal).
+        live = len(gc.get_objects(2))
+        previous = self._live_objects if self._live_objects is not None else live
+        if middles > 0:
+            sample = (max(0, live - previous) + unreachable) / middles
+            self._per_middle = sample if self._per_middle is None else (self._per_middle + sample) / 2
+        self._live_objects = live
+        self._due_since = None
+        # The budget: re-scanning the *live* heap may take at most gc_budget of wall time, so the next full
+        # collection is not due before live_cost / gc_budget seconds from now. live_cost is the live object
+        # count times the lowest per-object cost seen recently: garbage makes a collection dearer per
+        # object (it is cleared and freed), and spacing by anything that includes the garbage feeds back
+        # (longer spacing, more garbage, longer pause, longer spacing). This keeps an unfrozen large heap
+        # from being re-scanned often; a frozen one is cheap to re-scan.
+        examined = live + unreachable
+        if examined:
+            self._per_object.append(elapsed / examined)
+        live_cost = min(self._per_object, default=elapsed) * live
+        self._not_before = time.monotonic() + live_cost / self.gc_budget
+        self._counts[reason] += 1
+        self._total += elapsed
+        self._last = elapsed
+        if elapsed > self._max:
+            self._max = elapsed
+        if reason == "memory_cap":
+            self._last_cap_collection = time.monotonic()
+            rss = self._rss_reader()
+            if rss >= self.memory_cap_bytes and not self._cap_warned:
+                self._cap_warned = True
+                _log.warning(
+                    "RSS %d bytes still above the memory cap (%d bytes) after a full collection",
+                    rss,
+                    self.memory_cap_bytes,
+                    extra={"sanaa_rss": rss, "sanaa_memory_cap": self.memory_cap_bytes},
+                )
+        _log.debug(
+            "full collection (%s) took %.3f ms",
+            reason,
+            elapsed * 1e3,
+            extra={"sanaa_reason": reason, "sanaa_duration": elapsed},
+        )
+
+    # ----------------------------------------------------------------- reporting
+
+    def stats(self) -> SchedulerStats:
+        due_for = None if self._due_since is None else time.monotonic() - self._due_since
+        return SchedulerStats(
+            mode=self.mode,
+            collector=self.collector.kind,
+            running=self.running,
+            in_flight=self.in_flight,
+            full_collections=dict(self._counts),
+            total_collection_seconds=self._total,
+            max_collection_seconds=self._max,
+            last_collection_seconds=self._last,
+            due_for=due_for,
+            last_rss=self._last_rss,
+        )
+
+
+__all__ = ["GCScheduler", "SchedulerStats"]

@@ -1,0 +1,119 @@
+"""AsyncPool of ``asyncpg.Connection`` objects (extra: ``asyncpg``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from ..pool import AsyncPool
+from ._pool import CleanSkippingPool
+from ._require import require
+
+__all__ = ["asyncpg_pool"]
+
+# Seconds given to a polite close (Terminate message) before the socket is simply dropped.
+_CLOSE_TIMEOUT = 5.0
+
+
+def asyncpg_pool(
+    dsn: str | None = None,
+    *,
+    min_size: int = 0,
+    max_size: int = 10,
+    application_name: str | None = None,
+    reset: Literal["rollback", "full"] | None = "rollback",
+    connect_kwargs: Mapping[str, Any] | None = None,
+    **pool_options: Any,
+) -> AsyncPool[Any]:
+    """A pool of asyncpg connections to ``dsn`` (``connect_kwargs`` go to ``asyncpg.connect``).
+
+    ``application_name`` is set on every connection (visible in ``pg_stat_activity``).
+
+    ``reset``, run when a connection comes back:
+
+    * ``"rollback"`` (default): roll back a transaction left open, nothing else. A connection back from
+      a plain query is in no transaction, so this costs no round trip (nor the pool's reset task: see
+      :class:`~sanaa_async_mem.adapters._pool.CleanSkippingPool`);
+    * ``"full"``: asyncpg's own ``Connection.reset()`` (also closes cursors, unlistens, resets session
+      state with ``RESET ALL``...: one extra round trip per release, as ``asyncpg.Pool`` does);
+    * ``None``: no reset at all (fastest; only for code that never leaves a transaction open).
+
+    The check (a connection idle for ``check_skip_within``) is ``is_closed()`` then ``SELECT 1``. Lost
+    connections and server shutdowns raised in the block (``InterfaceError``, ``PostgresConnectionError``
+    such as ``ConnectionDoesNotExistError``, ``AdminShutdownError``, ``OSError``...) discard the connection.
+    """
+    asyncpg = require("asyncpg", "asyncpg")
+    exceptions = asyncpg.exceptions
+    kwargs: dict[str, Any] = dict(connect_kwargs or {})
+    if application_name is not None:
+        settings = dict(kwargs.get("server_settings") or {})
+        settings["application_name"] = application_name
+        kwargs["server_settings"] = settings
+
+    async def connect() -> Any:
+        return await asyncpg.connect(dsn, **kwargs)
+
+    async def check(conn: Any) -> bool:
+        if conn.is_closed():
+            return False
+        await conn.fetchval("SELECT 1")
+        return True
+
+    async def rollback(conn: Any) -> None:
+        if conn.is_closed():
+            raise exceptions.ConnectionDoesNotExistError("connection closed while held")
+        if conn.is_in_transaction() or _stale_transaction(conn):
+            # What asyncpg's own reset does: forget the client-side transaction too, or the next
+            # conn.transaction() would think it is nested and send SAVEPOINT outside any transaction.
+            conn._top_xact = None
+            await conn.execute("ROLLBACK")
+
+    async def full_reset(conn: Any) -> None:
+        if conn.is_closed():
+            raise exceptions.ConnectionDoesNotExistError("connection closed while held")
+        await conn.reset()
+
+    async def close(conn: Any) -> None:
+        try:
+            await conn.close(timeout=_CLOSE_TIMEOUT)
+        except Exception:
+            conn.terminate()  # already broken: just drop the socket
+
+    if reset not in ("rollback", "full", None):
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError("reset", reset, "must be 'rollback', 'full' or None")
+    options: dict[str, Any] = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "check": check,
+        "reset": {"rollback": rollback, "full": full_reset, None: None}[reset],
+        "close": close,
+        "discard_on": (
+            asyncpg.InterfaceError,
+            exceptions.PostgresConnectionError,
+            exceptions.AdminShutdownError,
+            exceptions.CrashShutdownError,
+            exceptions.CannotConnectNowError,
+            # asyncpg's protocol state machine breaks when the server drops the connection mid-operation
+            # ("cannot switch to state ..."): the connection is unusable.
+            exceptions.InternalClientError,
+            OSError,
+        ),
+    }
+    options.update(pool_options)
+    if reset == "rollback" and "reset" not in pool_options:
+        return CleanSkippingPool(connect, is_clean=_clean, **options)
+    return AsyncPool(connect, **options)
+
+
+def _clean(conn: Any) -> bool:
+    """No transaction open (server or client side) and still connected: nothing for the reset to do."""
+    return not conn.is_in_transaction() and not _stale_transaction(conn) and not conn.is_closed()
+
+
+def _stale_transaction(conn: Any) -> bool:
+    # asyncpg records a transaction block before sending BEGIN; a holder cancelled during BEGIN (or
+    # COMMIT/ROLLBACK) leaves that record behind while the server is in no transaction (private attribute,
+    # read the same way by asyncpg's Connection._reset()).
+    return getattr(conn, "_top_xact", None) is not None

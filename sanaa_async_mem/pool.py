@@ -227,6 +227,9 @@ class AsyncPool(Generic[T]):
         and the caller gets another one.
     reset
         ``reset(obj)`` runs when an object comes back. Raising (or exceeding ``hook_timeout``) discards it.
+        It is called inline; if it returns an awaitable, that is awaited in a task of its own, shielded
+        from the holder's cancellation. A reset that needs I/O only sometimes should return an awaitable
+        only then: a plain return costs nothing.
     close
         ``close(obj)`` disposes of an object the pool drops. Errors are logged, never raised to callers.
     min_size, max_size
@@ -356,6 +359,11 @@ class AsyncPool(Generic[T]):
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def state(self) -> str:
+        """``"new"`` (not opened yet), ``"open"`` or ``"closed"``."""
+        return self._state
 
     @property
     def closed(self) -> bool:
@@ -762,32 +770,59 @@ class AsyncPool(Generic[T]):
                 self._idle.append(entry)
 
     async def _return_with_reset(self, entry: _Entry[T], discard: bool) -> None:
-        if discard or entry.broken or self._state != _OPEN:
+        if discard or entry.broken or not self._is_open:
             self._release(entry, discard)
             return
-        assert self._loop is not None
+        assert self._reset is not None
+        # The reset is called inline; only an awaitable result costs a task. So a reset that needs I/O
+        # only sometimes (e.g. a rollback when a transaction is open) should return an awaitable only then.
+        try:
+            pending = self._reset(entry.obj)
+        except Exception as exc:
+            self._reset_failed(exc)
+            self._release(entry, discard=True)
+            return
+        if not inspect.isawaitable(pending):
+            self._release(entry, False)
+            return
         self._returning += 1
-        task = self._spawn(self._reset_then_release(entry))
+        slot = _Slot()
+        task = self._spawn(self._finish_reset(entry, pending, slot))
+        task.add_done_callback(lambda _t: self._reset_done(entry, pending, slot))
         # Shielded: if the holder is cancelled here, the reset still finishes and the object comes back.
         await asyncio.shield(task)
 
-    async def _reset_then_release(self, entry: _Entry[T]) -> None:
-        assert self._reset is not None
+    async def _finish_reset(self, entry: _Entry[T], pending: Awaitable[Any], slot: _Slot) -> None:
         ok = False
         try:
             async with asyncio.timeout(self._hook_timeout):
-                await _call(self._reset, entry.obj)
+                await pending
             ok = True
         except Exception as exc:
-            log.warning(
-                "%s: reset failed, discarding object: %r",
-                self._name,
-                exc,
-                extra={"sanaa_pool": self._name, "sanaa_event": "reset_failed"},
-            )
+            self._reset_failed(exc)
         finally:
+            slot.released = True
             self._returning -= 1
             self._release(entry, discard=not ok)
+
+    def _reset_done(self, entry: _Entry[T], pending: Awaitable[Any], slot: _Slot) -> None:
+        if not slot.released:
+            # Cancelled before its first step (close() gave up on it): the object's state is unknown.
+            slot.released = True
+            self._returning -= 1
+            if inspect.iscoroutine(pending):
+                pending.close()
+            self._release(entry, discard=True)
+
+    def _reset_failed(self, exc: BaseException) -> None:
+        # INFO, not WARNING: during a backend restart every returning connection fails its reset, and
+        # the discards are counted in stats().discarded anyway.
+        log.info(
+            "%s: reset failed, discarding object: %r",
+            self._name,
+            exc,
+            extra={"sanaa_pool": self._name, "sanaa_event": "reset_failed"},
+        )
 
     # ------------------------------------------------------------------ the pool's rules
 

@@ -466,7 +466,7 @@ class _ManagedLease:
             if res.pool is None:
                 obj = res.obj
             else:
-                if not res.pool._is_open:
+                if res.pool.state == "new":
                     # Opened lazily, on the manager's loop. wait=False: a cancelled open(wait=True) would
                     # close the pool for good; this way min_size is made in the background and this caller
                     # simply waits in the pool's queue (and gets the factory's error if creation fails).

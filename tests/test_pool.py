@@ -345,6 +345,34 @@ async def test_cancel_during_reset_still_returns_the_object() -> None:
         assert_books_balance(pool)
 
 
+async def test_plain_reset_returns_the_object_without_a_task() -> None:
+    seen: list[Conn] = []
+    async with AsyncPool(Factory(), max_size=1, reset=seen.append) as pool:
+        async with pool.acquire() as conn:
+            pass
+        # No await happened on the way back: the object is idle at once and no task was started.
+        assert seen == [conn]
+        assert pool.stats().idle == 1 and not pool._tasks
+
+
+async def test_reset_returning_an_awaitable_is_awaited_shielded() -> None:
+    done: list[Conn] = []
+
+    def reset(conn: Conn) -> Any:
+        async def rollback() -> None:
+            await asyncio.sleep(0)
+            done.append(conn)
+
+        return rollback() if conn.id % 2 else None
+
+    async with AsyncPool(Factory(), max_size=1, reset=reset) as pool:
+        async with pool.acquire() as conn:
+            pass
+        await until(lambda: pool.stats().idle == 1)
+        assert done == ([conn] if conn.id % 2 else [])
+        assert_books_balance(pool)
+
+
 async def test_failing_reset_discards_the_object() -> None:
     def reset(conn: Conn) -> None:
         raise RuntimeError("dirty")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..pool import AsyncPool
-from ._pool import CleanSkippingPool
+from ._pool import reset_unless_clean
 from ._require import require
 
 __all__ = ["aiosqlite_pool"]
@@ -51,11 +51,9 @@ def aiosqlite_pool(
         "min_size": min_size,
         "max_size": max_size,
         "check": check,
-        "reset": reset,
+        "reset": reset_unless_clean(lambda conn: not conn.in_transaction, reset),
         "close": close,
         "discard_on": (sqlite3.InterfaceError,),
     }
     options.update(pool_options)
-    if "reset" in pool_options:
-        return AsyncPool(connect, **options)
-    return CleanSkippingPool(connect, is_clean=lambda conn: not conn.in_transaction, **options)
+    return AsyncPool(connect, **options)

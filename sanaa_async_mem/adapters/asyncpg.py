@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..pool import AsyncPool
-from ._pool import CleanSkippingPool
+from ._pool import reset_unless_clean
 from ._require import require
 
 __all__ = ["asyncpg_pool"]
@@ -33,7 +33,7 @@ def asyncpg_pool(
 
     * ``"rollback"`` (default): roll back a transaction left open, nothing else. A connection back from
       a plain query is in no transaction, so this costs no round trip (nor the pool's reset task: see
-      :class:`~sanaa_async_mem.adapters._pool.CleanSkippingPool`);
+      :func:`~sanaa_async_mem.adapters._pool.reset_unless_clean`);
     * ``"full"``: asyncpg's own ``Connection.reset()`` (also closes cursors, unlistens, resets session
       state with ``RESET ALL``...: one extra round trip per release, as ``asyncpg.Pool`` does);
     * ``None``: no reset at all (fastest; only for code that never leaves a transaction open).
@@ -87,7 +87,7 @@ def asyncpg_pool(
         "min_size": min_size,
         "max_size": max_size,
         "check": check,
-        "reset": {"rollback": rollback, "full": full_reset, None: None}[reset],
+        "reset": {"rollback": reset_unless_clean(_clean, rollback), "full": full_reset, None: None}[reset],
         "close": close,
         "discard_on": (
             asyncpg.InterfaceError,
@@ -102,8 +102,6 @@ def asyncpg_pool(
         ),
     }
     options.update(pool_options)
-    if reset == "rollback" and "reset" not in pool_options:
-        return CleanSkippingPool(connect, is_clean=_clean, **options)
     return AsyncPool(connect, **options)
 
 

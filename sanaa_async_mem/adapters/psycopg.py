@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..pool import AsyncPool
-from ._pool import CleanSkippingPool
+from ._pool import reset_unless_clean
 from ._require import require
 
 __all__ = ["psycopg_pool"]
@@ -58,19 +58,16 @@ def psycopg_pool(
     async def close(conn: Any) -> None:
         await conn.close()
 
+    def clean(conn: Any) -> bool:
+        return not conn.broken and conn.info.transaction_status == status.IDLE
+
     options: dict[str, Any] = {
         "min_size": min_size,
         "max_size": max_size,
         "check": check,
-        "reset": reset,
+        "reset": reset_unless_clean(clean, reset),
         "close": close,
         "discard_on": (psycopg.OperationalError, psycopg.InterfaceError, OSError),
     }
     options.update(pool_options)
-    if "reset" in pool_options:
-        return AsyncPool(connect, **options)
-
-    def clean(conn: Any) -> bool:
-        return not conn.broken and conn.info.transaction_status == status.IDLE
-
-    return CleanSkippingPool(connect, is_clean=clean, **options)
+    return AsyncPool(connect, **options)

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..pool import AsyncPool
-from ._pool import CleanSkippingPool
 from ._require import require
 
 __all__ = ["redis_pool"]
@@ -72,9 +71,7 @@ def redis_pool(
         "discard_on": (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, OSError),
     }
     options.update(pool_options)
-    if "reset" in pool_options:
-        return AsyncPool(connect, **options)
-    return CleanSkippingPool(connect, is_clean=_connected, **options)
+    return AsyncPool(connect, **options)
 
 
 def _connected(client: Any) -> bool:

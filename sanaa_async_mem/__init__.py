@@ -12,29 +12,73 @@ from .errors import (
     PoolError,
     PoolExhausted,
     PoolTimeout,
+    ResourceCleanupError,
     ResourceError,
     SanaaError,
 )
+from .gc_optimizer import (
+    CleanupReport,
+    CollectionResult,
+    GarbageCollectionOptimizer,
+    GCPauseRecorder,
+    GCSettings,
+    GCSettingsChange,
+    detect_collector,
+)
+from .gc_scheduler import GCScheduler, SchedulerStats
 from .keyed_pool import MemoryPool, create_large_object_pool
+from .loop_lag import LoopLagMonitor
+from .monitor import get_function_memory_stats, monitor_function_memory, reset_function_memory_stats
 from .pool import AsyncPool, PoolStats
+from .profiler import MemoryAlert, MemoryProfiler
+from .resources import ResourceManager, ResourceManagerStats, ResourceStats
+from .snapshots import MemorySnapshot, SnapshotStore, load_snapshots, read_snapshots
+from .trend import TrendAnalyzer, TrendVerdict, analyze_trend, time_to_limit
 from .weak_cache import WeakReferenceCache
 
 __all__ = [
     "AsyncPool",
+    "CleanupReport",
+    "CollectionResult",
     "ConfigurationError",
     "GCError",
+    "GCPauseRecorder",
+    "GCScheduler",
+    "GCSettings",
+    "GCSettingsChange",
+    "GarbageCollectionOptimizer",
+    "LoopLagMonitor",
+    "MemoryAlert",
     "MemoryPool",
     "MemoryPressureError",
+    "MemoryProfiler",
+    "MemorySnapshot",
     "PoolClosed",
     "PoolError",
     "PoolExhausted",
     "PoolStats",
     "PoolTimeout",
+    "ResourceCleanupError",
     "ResourceError",
+    "ResourceManager",
+    "ResourceManagerStats",
+    "ResourceStats",
     "SanaaError",
+    "SchedulerStats",
     "Settings",
+    "SnapshotStore",
+    "TrendAnalyzer",
+    "TrendVerdict",
     "WeakReferenceCache",
     "__version__",
+    "analyze_trend",
     "create_large_object_pool",
+    "detect_collector",
+    "get_function_memory_stats",
     "get_settings",
+    "load_snapshots",
+    "monitor_function_memory",
+    "read_snapshots",
+    "reset_function_memory_stats",
+    "time_to_limit",
 ]

@@ -45,6 +45,14 @@ class ResourceError(SanaaError):
     """A managed resource is unknown, closed, or failed to open or clean up."""
 
 
+class ResourceCleanupError(ResourceError, ExceptionGroup[Exception]):
+    """One or more cleanups failed (``unregister_resource`` or ``aclose``); ``.exceptions`` holds each.
+
+    Catch it as :class:`ResourceError`, or with ``except*`` on the cleanups' own error types. Every other
+    cleanup still ran.
+    """
+
+
 class GCError(SanaaError):
     """Changing or running the garbage collector failed."""
 
@@ -61,6 +69,7 @@ __all__ = [
     "PoolError",
     "PoolExhausted",
     "PoolTimeout",
+    "ResourceCleanupError",
     "ResourceError",
     "SanaaError",
 ]

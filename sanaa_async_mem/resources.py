@@ -50,7 +50,7 @@ from typing import Any, Final, Literal
 from . import config
 from ._logging import get_logger
 from ._stats import Histogram, HistogramSnapshot
-from .errors import ConfigurationError, PoolClosed, PoolTimeout, ResourceError
+from .errors import ConfigurationError, PoolClosed, PoolTimeout, ResourceCleanupError, ResourceError
 from .pool import AsyncPool, PoolStats, _Lease
 
 __all__ = [
@@ -79,14 +79,6 @@ MAX_PURPOSES: Final = 64
 OTHER_PURPOSES: Final = "(other)"
 
 _MISSING: Any = object()
-
-
-class ResourceCleanupError(ResourceError, ExceptionGroup[Exception]):
-    """One or more cleanups failed (``unregister_resource`` or ``aclose``); ``.exceptions`` holds each.
-
-    Catch it as :class:`~sanaa_async_mem.errors.ResourceError`, or with ``except*`` on the cleanups' own
-    error types. Every other cleanup still ran.
-    """
 
 
 # ---------------------------------------------------------------------------------------------- stats

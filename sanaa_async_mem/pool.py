@@ -577,6 +577,7 @@ class AsyncPool(Generic[T]):
                 # Only free when nobody waits: _give never leaves an object idle while a waiter is live.
                 entry = self._idle.pop()
                 self._in_use[entry.key] = entry
+                now = _now()
             else:
                 # Waiting is written out here rather than in a helper coroutine: under contention every
                 # acquire comes through here, and a coroutine frame costs as much as the rest of it.
@@ -597,8 +598,8 @@ class AsyncPool(Generic[T]):
                 except BaseException as exc:
                     self._abandon(fut, exc)
                     raise
-                self._wait_hist.record(_now() - started)
-            now = _now()
+                now = _now()
+                self._wait_hist.record(now - started)
             if self._max_lifetime is not None and entry.expires_at <= now:
                 del self._in_use[entry.key]
                 self._discard(entry, counted_as="expired")
@@ -642,7 +643,9 @@ class AsyncPool(Generic[T]):
             handle = loop.call_later(max(0.0, deadline - _now()), self._expire, fut)
             fut.add_done_callback(lambda _f: handle.cancel())
         self._nwaiting += 1
-        self._grow()
+        # Under contention the pool is full and _grow would find nothing to do: skip the call.
+        if len(self._idle) + len(self._in_use) + self._creating + self._returning < self._max_size:
+            self._grow()
         return fut
 
     def _abandon(self, fut: asyncio.Future[_Entry[T]], exc: BaseException) -> None:

@@ -42,14 +42,19 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert "ruff check" in ci and "mypy --strict sanaa_async_mem" in ci
 
 
-def test_demo_command_runs_as_shown() -> None:
+def test_demo_command_runs_as_shown(tmp_path: Path) -> None:
     demo_cmd = next(cmd for cmd in SHELL_BLOCKS if cmd.endswith("sanaa-mem demo"))
-    assert "pip install ." in demo_cmd
+    assert 'pip install ".[demo]"' in demo_cmd
     script = Path(sys.executable).parent / "sanaa-mem"
     cmd = [str(script), "demo"] if script.exists() else [sys.executable, "-m", "sanaa_async_mem.cli", "demo"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    # In a scratch directory: the demo writes its report and snapshot log to the current directory.
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=180, env=dict(os.environ), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "left open: 0" in result.stdout
+    assert (tmp_path / "sanaa-mem-demo.html").exists()
+    assert (tmp_path / "sanaa-mem-demo.jsonl").exists()
 
 
 def test_cli_version_and_help() -> None:

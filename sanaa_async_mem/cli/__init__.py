@@ -1,40 +1,239 @@
-"""The ``sanaa-mem`` command."""
+"""The ``sanaa-mem`` command: ``demo`` (a real service under load, with every tool on) and ``report``.
+
+Exit codes, the same for every command:
+
+* 0: done (for ``demo``: every database connection was closed);
+* 1: the check failed (``demo``: connections were left open);
+* 2: bad arguments (a short message on stderr, never a traceback);
+* 3: could not run: a file could not be read or written, a database could not be reached, or an optional
+  package is missing (the message names the extra to install).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from .._version import __version__
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+
+_EXIT_CODES = """\
+exit codes:
+  0  done        1  check failed (demo: connections left open)
+  2  bad usage   3  could not run (I/O, database, missing optional package)
+"""
+
+_DEMO_EXAMPLES = """\
+examples:
+  sanaa-mem demo                          20 s on an embedded SQLite database
+  sanaa-mem demo --leak --duration 10     plant a leak and watch the detector find it
+  sanaa-mem demo --dsn postgresql://postgres@127.0.0.1/test
+  sanaa-mem demo --json --duration 5 > run.json
+
+The service binds 127.0.0.1 only. Ctrl-C stops the load early; the report is still written.
+"""
+
+_REPORT_EXAMPLES = """\
+examples:
+  sanaa-mem report sanaa-mem-demo.jsonl --out report.html
+  sanaa-mem report app.jsonl --summary sanaa-mem-demo.summary.json --out report.html
+  sanaa-mem report app.jsonl --threshold 4096 --json
+
+LOG is the JSON Lines file a MemoryProfiler(store=...) writes. The page embeds plotly's JavaScript and
+opens without a network (needs the 'report' extra: pip install 'sanaa-async-mem[report]').
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with our exit code for bad usage and a one-line hint instead of the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}\n(see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
         prog="sanaa-mem",
         description="Pools, resource management and memory health for asyncio services.",
+        epilog="examples:\n  sanaa-mem demo\n  sanaa-mem report sanaa-mem-demo.jsonl --out report.html\n\n"
+        + _EXIT_CODES,
+        formatter_class=fmt,
     )
     parser.add_argument("--version", action="version", version=f"sanaa-mem {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="run a small async workload through a pool and print what happened")
-    demo.add_argument("--tasks", type=int, default=500, help="concurrent tasks (default: 500)")
-    demo.add_argument("--size", type=int, default=10, help="pool size (default: 10)")
-    demo.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    demo.add_argument("--json", action="store_true", help="print the result as JSON")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a small HTTP service with a database pool under load, with the memory tools on",
+        description="Run an HTTP service on 127.0.0.1 whose handlers use a pooled database connection, load "
+        "it from real clients, and show pool use, memory trend, GC pauses and loop lag live; then write the "
+        "snapshot log, a JSON summary and an HTML report.",
+        epilog=_DEMO_EXAMPLES + "\n" + _EXIT_CODES,
+        formatter_class=fmt,
+    )
+    demo.add_argument("--duration", type=_positive_float, default=20.0, help="seconds of load (default: 20)")
+    demo.add_argument(
+        "--clients", "--tasks", dest="clients", type=_positive_int, default=16,
+        help="concurrent keep-alive HTTP clients (default: 16)",
+    )  # fmt: skip
+    demo.add_argument("--size", type=_positive_int, default=5, help="database pool size (default: 5)")
+    demo.add_argument(
+        "--dsn", help="use this PostgreSQL database (asyncpg) instead of an embedded SQLite one"
+    )
+    demo.add_argument("--leak", action="store_true", help="plant a leak in the handler so the detector fires")
+    demo.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=0.2,
+        help="seconds between memory snapshots (default: 0.2)",
+    )
+    demo.add_argument(
+        "--leak-threshold", type=_positive_float, default=64 * 1024, metavar="BYTES_PER_S",
+        help="growth that counts as a leak (default: 65536 B/s)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--max-requests", type=_positive_int, default=2_000_000, help="stop after this many requests"
+    )
+    demo.add_argument(
+        "--report", type=Path, default=Path("sanaa-mem-demo.html"), metavar="PATH",
+        help="HTML report to write; the snapshot log (.jsonl) and summary (.summary.json) go next to it "
+        "(default: ./sanaa-mem-demo.html)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--view", choices=("auto", "live", "plain", "none"), default="auto",
+        help="live panel (rich, on a terminal), plain periodic lines, or nothing (default: auto)",
+    )  # fmt: skip
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the load (default: 1)")
+    demo.add_argument("--json", action="store_true", help="print the whole result as JSON (no live view)")
+
+    report = sub.add_parser(
+        "report",
+        help="turn a snapshot log (JSON Lines) into a self-contained HTML report with plots",
+        description="Render a MemoryProfiler snapshot log as an HTML page: memory over time with the fitted "
+        "trend and its confidence band, top consumers, and (with a demo summary) GC pauses, pool waits "
+        "and loop lag.",
+        epilog=_REPORT_EXAMPLES + "\n" + _EXIT_CODES,
+        formatter_class=fmt,
+    )
+    report.add_argument("log", type=Path, metavar="LOG", help="snapshot log (JSON Lines)")
+    report.add_argument(
+        "--out", "-o", type=Path, default=Path("report.html"), help="HTML file (default: report.html)"
+    )
+    report.add_argument("--summary", type=Path, help="a demo's .summary.json: adds GC, pool and lag plots")
+    report.add_argument(
+        "--threshold", type=_positive_float, metavar="BYTES_PER_S",
+        help="growth that counts as a leak (default: the summary's, else 1000 B/s)",
+    )  # fmt: skip
+    report.add_argument("--json", action="store_true", help="print the verdict and the output path as JSON")
     return parser
 
 
+def _report(args: argparse.Namespace) -> int:
+    from ..snapshots import load_snapshots
+    from .report import ReportError, analyze, load_summary, render_report
+
+    try:
+        summary = load_summary(args.summary) if args.summary is not None else None
+        out = render_report(args.log, args.out, summary=summary, threshold=args.threshold)
+        snaps = load_snapshots(args.log)
+    except (OSError, ReportError, ImportError) as exc:
+        print(f"sanaa-mem report: {_describe(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    threshold = args.threshold
+    if threshold is None:
+        threshold = (
+            1000.0 if summary is None else float(summary["memory"]["thresholds"]["leak_bytes_per_second"])
+        )
+    source, _, _, verdict = analyze(snaps, threshold)
+    if args.json:
+        print(
+            json.dumps({"report": out, "snapshots": len(snaps), "source": source, "trend": verdict.as_dict()})
+        )
+    else:
+        print(f"{len(snaps)} snapshots, trend ({source}): {verdict.status}")
+        print(f"report: {out}")
+    return EXIT_OK
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: parses ``argv`` (default ``sys.argv[1:]``), runs the command, returns its exit
+    code (see the module docstring). Ctrl-C outside the demo's own handling exits with 130, quietly."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help()
-        return 0
-    if args.command == "demo":
-        from .demo import run_demo
+        return EXIT_OK
+    try:
+        return _run(parser, args)
+    except KeyboardInterrupt:
+        print("sanaa-mem: interrupted", file=sys.stderr)
+        return 130
 
-        return run_demo(tasks=args.tasks, size=args.size, seed=args.seed, as_json=args.json)
-    parser.error(f"unknown command {args.command!r}")  # argparse rejects it first; NoReturn
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import DemoOptions, run_demo
+
+        return run_demo(
+            DemoOptions(
+                duration=args.duration,
+                clients=args.clients,
+                size=args.size,
+                dsn=args.dsn,
+                leak=args.leak,
+                interval=args.interval,
+                leak_threshold=args.leak_threshold,
+                max_requests=args.max_requests,
+                report=args.report,
+                view=args.view,
+                as_json=args.json,
+                seed=args.seed,
+            )
+        )
+    if args.command == "report":
+        return _report(args)
+    parser.error(f"unknown command {args.command!r}")  # argparse rejects it first
 
 
 if __name__ == "__main__":  # pragma: no cover

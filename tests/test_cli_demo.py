@@ -1,0 +1,121 @@
+"""``sanaa-mem demo``: a real HTTP service with a pooled database under load, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiosqlite", reason="the demo's embedded database needs aiosqlite")
+
+CLI = [sys.executable, "-m", "sanaa_async_mem.cli"]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def test_demo_serves_requests_closes_every_connection_and_writes_its_files(tmp_path: Path) -> None:
+    result = run_cli("demo", "--duration", "3", "--view", "plain", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "left open: 0" in out
+    assert "watching http://127.0.0.1:" in out  # binds loopback only
+    assert "t=" in out and "rss=" in out  # plain periodic lines without a terminal
+    for name in ("sanaa-mem-demo.jsonl", "sanaa-mem-demo.summary.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    summary = json.loads((tmp_path / "sanaa-mem-demo.summary.json").read_text())
+    assert summary["service"]["ok"] > 0
+    assert summary["connections_left_open"] == 0
+    assert summary["service"]["leak_planted"] is False
+
+
+def test_planted_leak_is_detected_and_located(tmp_path: Path) -> None:
+    report = tmp_path / "out" / "leaky.html"
+    report.parent.mkdir()
+    result = run_cli(
+        "demo",
+        "--leak",
+        "--duration",
+        "8",
+        "--interval",
+        "0.1",
+        "--json",
+        "--report",
+        str(report),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["leak_detected"] is True, data["memory"]["trend"]
+    assert data["connections_left_open"] == 0
+    assert any("demo.py" in c["location"] for c in data["memory"]["top_consumers"])
+    assert data["files"]["log"] == str(tmp_path / "out" / "leaky.jsonl")
+    assert Path(data["files"]["log"]).exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery to a child differs on Windows")
+def test_ctrl_c_stops_the_load_and_still_reports(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--duration", "60", "--view", "plain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("t=") or not line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "[interrupted]" in out
+    assert "left open: 0" in out
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["demo", "--clients", "0"], "at least 1"),
+        (["demo", "--tasks", "0"], "at least 1"),
+        (["demo", "--duration", "soon"], "not a number"),
+        (["demo", "--view", "fancy"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_get_a_short_message_and_exit_2(args: list[str], expected: str, tmp_path: Path) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) <= 3
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["report"]])
+def test_every_command_has_help_with_examples_and_exit_codes(command: list[str], tmp_path: Path) -> None:
+    result = run_cli(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "examples:" in result.stdout
+    assert "exit codes:" in result.stdout
+
+
+def test_version(tmp_path: Path) -> None:
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("sanaa-mem ")

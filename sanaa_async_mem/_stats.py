@@ -46,6 +46,8 @@ class HistogramSnapshot:
         for i, c in enumerate(self.counts):
             seen += c
             if seen >= rank:
+                if i == 0:
+                    return self.min  # everything here is <= the lowest bound: the minimum is as good
                 upper = self.bounds[i] if i < len(self.bounds) else self.max
                 return min(max(upper, self.min), self.max)
         return self.max

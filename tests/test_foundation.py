@@ -162,3 +162,13 @@ def test_histogram_record_many_and_reset() -> None:
     assert snap.count == 31 and snap.min == 0.0 and snap.max == 0.3
     h.reset()
     assert h.snapshot().count == 0 and h.snapshot().p99 == 0.0
+
+
+def test_zero_samples_report_zero_quantiles() -> None:
+    h = Histogram()
+    h.record_many(0.0, 99)
+    h.record(0.5)
+    snap = h.snapshot()
+    assert snap.p50 == 0.0 and snap.p90 == 0.0
+    assert snap.quantile(1.0) == 0.5
+    assert h.snapshot().with_zeros(10).count == 110

@@ -29,6 +29,7 @@ from .gc_scheduler import GCScheduler, SchedulerStats
 from .keyed_pool import MemoryPool, create_large_object_pool
 from .loop_lag import LoopLagMonitor
 from .monitor import get_function_memory_stats, monitor_function_memory, reset_function_memory_stats
+from .optimizer import Alert, MemoryDelta, MemoryOptimizer, memory_efficient_context
 from .pool import AsyncPool, PoolStats
 from .profiler import MemoryAlert, MemoryProfiler
 from .resources import ResourceManager, ResourceManagerStats, ResourceStats
@@ -37,6 +38,7 @@ from .trend import TrendAnalyzer, TrendVerdict, analyze_trend, time_to_limit
 from .weak_cache import WeakReferenceCache
 
 __all__ = [
+    "Alert",
     "AsyncPool",
     "CleanupReport",
     "CollectionResult",
@@ -49,6 +51,8 @@ __all__ = [
     "GarbageCollectionOptimizer",
     "LoopLagMonitor",
     "MemoryAlert",
+    "MemoryDelta",
+    "MemoryOptimizer",
     "MemoryPool",
     "MemoryPressureError",
     "MemoryProfiler",
@@ -77,6 +81,7 @@ __all__ = [
     "get_function_memory_stats",
     "get_settings",
     "load_snapshots",
+    "memory_efficient_context",
     "monitor_function_memory",
     "read_snapshots",
     "reset_function_memory_stats",

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,47 @@ def test_cli_version_and_help() -> None:
         [sys.executable, "-m", "sanaa_async_mem.cli", "demo", "--tasks", "0"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "at least 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+SERVER_BLOCKS = [cmd for cmd in SHELL_BLOCKS if "examples." in cmd]
+
+
+def test_readme_shows_both_example_services() -> None:
+    assert len(SERVER_BLOCKS) == 2
+
+
+@pytest.mark.parametrize("cmd", SERVER_BLOCKS, ids=["fastapi", "aiohttp"])
+def test_example_service_command_runs_as_shown(cmd: str, pg_dsn: str, tmp_path: Path) -> None:
+    words = shlex.split(cmd)
+    env = dict(os.environ)
+    while "=" in words[0]:
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    env["DATABASE_URL"] = pg_dsn if "DATABASE_URL" not in os.environ else env["DATABASE_URL"]
+    port = int(env.get("PORT") or words[words.index("--port") + 1])
+    program = words[0]
+    words[0] = sys.executable if program == "python" else str(Path(sys.executable).parent / program)
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(words, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    out = (tmp_path / "server.log").read_text()
+                    raise AssertionError(f"{cmd!r} did not serve /metrics:\n{out}") from None
+                time.sleep(0.2)
+        assert "sanaa_" in body
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -493,8 +493,8 @@ class MemoryOptimizer:
         Returns a JSON-serialisable dict: ``memory_before``/``memory_after``/``memory_freed`` (RSS bytes;
         freed may be negative, allocators keep freed memory), ``objects_collected``, ``uncollectable``,
         ``collection_seconds``, ``cleanup_callbacks`` (``ran``/``failed``) and ``pool_objects_trimmed``
-        (by pool name). AsyncPools are not trimmed here: they close idle objects themselves after their
-        ``max_idle``.
+        (by pool name): MemoryPools and AsyncPools (this optimizer's ``pools`` and the resource manager's),
+        never below an AsyncPool's ``min_size``.
 
         Cancellation: only while an async cleanup callback runs (the remaining steps are then skipped);
         the collection itself blocks the loop until done. Raises ConfigurationError for a bad age.
@@ -506,6 +506,12 @@ class MemoryOptimizer:
         for pool in self.pools:
             if isinstance(pool, MemoryPool):
                 trimmed[pool.name] = pool.trim(older_than=age)
+            elif isinstance(pool, AsyncPool):
+                trimmed[pool.name] = pool.trim_idle(older_than=age)
+        for name in self.resource_manager.names:
+            managed = self.resource_manager.get_pool(name)
+            if managed is not None and managed.name not in trimmed:
+                trimmed[managed.name] = managed.trim_idle(older_than=age)
         result = await self.gc_optimizer.perform_optimized_collection(2)
         memory_after = _rss()
         out = {

@@ -516,6 +516,17 @@ class AsyncPool(Generic[T]):
             self._discard(self._idle.pop(), counted_as="expired")
         self._grow()
 
+    def trim_idle(self, older_than: float | None = None) -> int:
+        """Close idle objects unused for at least ``older_than`` seconds (all idle ones if None), never
+        going below ``min_size``. Returns how many were closed (counted in ``stats().expired``). Used on
+        memory pressure; objects checked out are not touched."""
+        if older_than is not None:
+            config.seconds("older_than", older_than)
+        now = _now()
+        return self._drop_idle(
+            lambda entry, surplus: surplus > 0 and (older_than is None or now - entry.last_used >= older_than)
+        )
+
     def stats(self) -> PoolStats:
         """Sizes, counters and wait/use/create time summaries (see :class:`PoolStats`)."""
         return PoolStats(
@@ -986,15 +997,21 @@ class AsyncPool(Generic[T]):
     def _housekeep(self) -> None:
         """Close idle objects past their lifetime or idle time (keeping min_size), then refill."""
         now = _now()
+        max_idle = self._max_idle
+        self._drop_idle(
+            lambda entry, surplus: entry.expires_at <= now
+            or (max_idle is not None and surplus > 0 and now - entry.last_used >= max_idle)
+        )
+        self._grow()
+
+    def _drop_idle(self, stale: Callable[[_Entry[T], int], bool]) -> int:
+        """Close the idle entries ``stale(entry, surplus)`` picks; ``surplus`` counts objects above min_size
+        still left. Oldest-released first, so the coldest go and min_size keeps the hottest."""
         keep: deque[_Entry[T]] = deque()
         drop: list[_Entry[T]] = []
         surplus = self._size() - self._min_size
-        # Oldest-released first, so max_idle trims the coldest and min_size keeps the hottest.
         for entry in self._idle:
-            idle_too_long = (
-                self._max_idle is not None and surplus > 0 and now - entry.last_used >= self._max_idle
-            )
-            if entry.expires_at <= now or idle_too_long:
+            if stale(entry, surplus):
                 drop.append(entry)
                 surplus -= 1
             else:
@@ -1002,7 +1019,7 @@ class AsyncPool(Generic[T]):
         self._idle = keep
         for entry in drop:
             self._discard(entry, counted_as="expired")
-        self._grow()
+        return len(drop)
 
     # ------------------------------------------------------------------ errors
 

@@ -750,6 +750,14 @@ class ResourceManager:
         """Registered names, in registration order (including resources being unregistered)."""
         return tuple(self._resources)
 
+    def get_pool(self, name: str) -> AsyncPool[Any] | None:
+        """The AsyncPool behind ``name`` (registered or built from a factory), or None for a shared
+        object. Unknown name: ResourceError."""
+        res = self._resources.get(name)
+        if res is None:
+            raise self._unknown(name)
+        return res.pool
+
     def get_resource_stats(self, name: str) -> ResourceStats:
         """Counters and timings of one resource (see :class:`ResourceStats`). Unknown name: ResourceError."""
         res = self._resources.get(name)

@@ -196,7 +196,14 @@ async def test_optimize_memory_usage_runs_callbacks_trims_pools_and_collects() -
 
     keyed: MemoryPool[str, object] = MemoryPool(max_size=10, name="buffers")
     keyed.put("a", object())
-    async with make(pools=[keyed]) as optimizer:
+    conns = AsyncPool(object, name="conns", min_size=1, max_size=3)
+    async with make(pools=[keyed, conns]) as optimizer, conns:
+        optimizer.resource_manager.register_resource("db", factory=object, pool_options={"max_size": 2})
+        async with optimizer.resource_manager.acquire("db"):
+            pass
+        held = [await conns.get() for _ in range(3)]
+        for obj in held:
+            await conns.put(obj)
         optimizer.gc_optimizer.register_cleanup_callback(lambda: ran.append("sync"))
         optimizer.gc_optimizer.register_cleanup_callback(async_cleanup)
         garbage = Cyclic()
@@ -206,7 +213,8 @@ async def test_optimize_memory_usage_runs_callbacks_trims_pools_and_collects() -
     assert ran == ["sync", "async"]
     assert ref() is None
     assert freed["objects_collected"] >= 1
-    assert freed["pool_objects_trimmed"] == {"buffers": 1}
+    # Idle AsyncPool objects go too, down to min_size; the manager's pool is trimmed by its name.
+    assert freed["pool_objects_trimmed"] == {"buffers": 1, "conns": 2, "db": 1}
     assert freed["cleanup_callbacks"] == {"ran": 2, "failed": 0}
     assert freed["memory_freed"] == freed["memory_before"] - freed["memory_after"]
     json.dumps(freed, allow_nan=False)

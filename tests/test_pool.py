@@ -624,6 +624,24 @@ async def test_max_idle_trims_down_to_min_size() -> None:
         await until(lambda: sum(c.closed for c in objs) == 3)
 
 
+async def test_trim_idle_closes_cold_objects_but_keeps_min_size() -> None:
+    async with AsyncPool(Factory(), min_size=1, max_size=4, close=close_conn) as pool:
+        objs = [await pool.get() for _ in range(4)]
+        for o in objs:
+            await pool.put(o)
+        assert pool.trim_idle(older_than=3600) == 0  # none is that old
+        assert pool.trim_idle() == 3  # min_size=1 keeps one
+        await until(lambda: sum(c.closed for c in objs) == 3)
+        assert pool.stats().idle == 1 and pool.stats().expired == 3
+        held = await pool.get()  # checked-out objects are never trimmed, and count toward min_size
+        await pool.put(await pool.get())
+        assert pool.trim_idle() == 1
+        assert not held.closed and pool.stats().in_use == 1
+        await pool.put(held)
+        with pytest.raises(ConfigurationError, match="older_than=-1"):
+            pool.trim_idle(older_than=-1)
+
+
 async def test_discarded_objects_are_refilled_to_min_size() -> None:
     factory = Factory()
     async with AsyncPool(factory, min_size=2, max_size=2) as pool:

@@ -113,3 +113,45 @@ def test_example_service_command_runs_as_shown(cmd: str, pg_dsn: str, tmp_path: 
             proc.kill()
             proc.wait()
         log.close()
+
+
+WATCH_BLOCKS = [cmd for cmd in SHELL_BLOCKS if cmd.startswith("sanaa-mem watch")]
+PLUGIN_EXAMPLE = next(code for code in PYTHON_BLOCKS if "leak_check" in code)
+
+
+def test_watch_command_runs_as_shown() -> None:
+    assert len(WATCH_BLOCKS) == 1
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = subprocess.run(
+        ["bash", "-c", WATCH_BLOCKS[0]], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert "exit code: 1" in result.stdout, result.stdout + result.stderr
+
+
+def test_pytest_plugin_example_behaves_as_described(tmp_path: Path) -> None:
+    (tmp_path / "test_parse.py").write_text(PLUGIN_EXAMPLE)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_parse.py"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
+    assert "leak_check: memory leaks" in result.stdout
+    assert "test_parse.py:21" in result.stdout  # the line that keeps the buffers
+
+
+def test_closed_output_pipe_is_not_a_traceback() -> None:
+    # `sanaa-mem --help | head -1`: the reader closes the pipe early.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sanaa_async_mem.cli", "watch", "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=30)
+    assert "Traceback" not in err

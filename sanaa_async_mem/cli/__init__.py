@@ -1,18 +1,21 @@
-"""The ``sanaa-mem`` command: ``demo`` (a real service under load, with every tool on) and ``report``.
+"""The ``sanaa-mem`` command: ``demo`` (a real service under load, with every tool on), ``watch`` (any
+process's memory trend) and ``report``.
 
 Exit codes, the same for every command:
 
 * 0: done (for ``demo``: every database connection was closed);
-* 1: the check failed (``demo``: connections were left open);
+* 1: the check failed (``demo``: connections were left open; ``watch --fail-on-leak``: a leak was found);
 * 2: bad arguments (a short message on stderr, never a traceback);
-* 3: could not run: a file could not be read or written, a database could not be reached, or an optional
-  package is missing (the message names the extra to install).
+* 3: could not run: a file could not be read or written, a database could not be reached, an optional
+  package is missing (the message names the extra to install), or (``watch``) the process does not exist,
+  cannot be read, or the command cannot be started.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +30,8 @@ EXIT_ERROR = 3
 
 _EXIT_CODES = """\
 exit codes:
-  0  done        1  check failed (demo: connections left open)
-  2  bad usage   3  could not run (I/O, database, missing optional package)
+  0  done        1  check failed (demo: connections left open; watch --fail-on-leak: leak found)
+  2  bad usage   3  could not run (I/O, database, missing optional package, no such process)
 """
 
 _DEMO_EXAMPLES = """\
@@ -39,6 +42,18 @@ examples:
   sanaa-mem demo --json --duration 5 > run.json
 
 The service binds 127.0.0.1 only. Ctrl-C stops the load early; the report is still written.
+"""
+
+_WATCH_EXAMPLES = """\
+examples:
+  sanaa-mem watch --pid 4242                       until it exits or Ctrl-C, one sample a second
+  sanaa-mem watch --pid 4242 --duration 600 --log app.jsonl
+  sanaa-mem watch --duration 60 --fail-on-leak -- python -m myservice
+  sanaa-mem watch --json --interval 0.5 --duration 30 -- ./worker --once > watch.json
+
+With '-- COMMAND ...' the command is started, watched, and ended (SIGTERM, then SIGKILL after 5 s) when
+the watch ends; if it exits on its own, the watch stops and reports. The log is the profiler's JSON Lines:
+'sanaa-mem report app.jsonl' draws it. The threshold defaults to MEMORY_LEAK_THRESHOLD (1000 B/s).
 """
 
 _REPORT_EXAMPLES = """\
@@ -80,13 +95,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="sanaa-mem",
         description="Pools, resource management and memory health for asyncio services.",
-        epilog="examples:\n  sanaa-mem demo\n  sanaa-mem report sanaa-mem-demo.jsonl --out report.html\n\n"
-        + _EXIT_CODES,
+        epilog="examples:\n  sanaa-mem demo\n  sanaa-mem watch --pid 4242 --fail-on-leak --duration 60\n"
+        "  sanaa-mem report sanaa-mem-demo.jsonl --out report.html\n\n" + _EXIT_CODES,
         formatter_class=fmt,
     )
     parser.add_argument("--version", action="version", version=f"sanaa-mem {__version__}")
@@ -135,6 +160,49 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo.add_argument("--seed", type=int, default=1, help="random seed of the load (default: 1)")
     demo.add_argument("--json", action="store_true", help="print the whole result as JSON (no live view)")
+
+    watch = sub.add_parser(
+        "watch",
+        help="sample a process's memory (--pid PID, or -- COMMAND to start one) and judge its trend",
+        description="Sample the memory (RSS, or USS) of a running process, or of a command started for the "
+        "occasion, show it live, and run the trend analyzer on it; optionally fail when it leaks (for CI).",
+        epilog=_WATCH_EXAMPLES + "\n" + _EXIT_CODES,
+        formatter_class=fmt,
+        usage="%(prog)s [options] (--pid PID | -- COMMAND [ARG ...])",
+    )
+    watch.add_argument("--pid", type=_positive_int, help="the process to watch")
+    watch.add_argument(
+        "target_command", nargs="*", metavar="COMMAND",
+        help="a command to start and watch (after '--'); it is ended when the watch ends",
+    )  # fmt: skip
+    watch.add_argument(
+        "--interval", type=_positive_float, default=1.0, help="seconds between samples (default: 1)"
+    )
+    watch.add_argument(
+        "--duration", type=_positive_float,
+        help="seconds to watch (default: until the process exits or Ctrl-C)",
+    )  # fmt: skip
+    watch.add_argument(
+        "--threshold", type=_positive_float, metavar="BYTES_PER_S",
+        help="growth that counts as a leak (default: MEMORY_LEAK_THRESHOLD, else 1000 B/s)",
+    )  # fmt: skip
+    watch.add_argument(
+        "--warmup", type=_non_negative_float, default=0.0, metavar="SECONDS",
+        help="seconds after the start that are sampled but not judged (start-up growth; default: 0)",
+    )  # fmt: skip
+    watch.add_argument("--uss", action="store_true", help="judge USS (memory unique to the process), not RSS")
+    watch.add_argument(
+        "--log", type=Path, metavar="PATH",
+        help="write the samples as a snapshot log (JSON Lines) that 'sanaa-mem report' reads",
+    )  # fmt: skip
+    watch.add_argument(
+        "--view", choices=("auto", "live", "plain", "none"), default="auto",
+        help="live panel (rich, on a terminal), plain periodic lines, or nothing (default: auto)",
+    )  # fmt: skip
+    watch.add_argument("--json", action="store_true", help="print the result as JSON (no live view)")
+    watch.add_argument(
+        "--fail-on-leak", action="store_true", help="exit with code 1 when the verdict is a leak"
+    )
 
     report = sub.add_parser(
         "report",
@@ -185,6 +253,41 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from ..config import get_settings
+    from ..errors import ConfigurationError
+    from .watch import WatchOptions, run_watch
+
+    if (args.pid is None) == (not args.target_command):
+        problem = (
+            "give --pid PID or -- COMMAND ..., not both" if args.pid else "give --pid PID or -- COMMAND ..."
+        )
+        print(f"sanaa-mem watch: {problem}\n(see 'sanaa-mem watch --help')", file=sys.stderr)
+        return EXIT_USAGE
+    threshold = args.threshold
+    if threshold is None:
+        try:
+            threshold = get_settings().leak_threshold_bytes_per_second
+        except ConfigurationError as exc:
+            print(f"sanaa-mem watch: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    return run_watch(
+        WatchOptions(
+            pid=args.pid,
+            command=tuple(args.target_command),
+            interval=args.interval,
+            duration=args.duration,
+            threshold=threshold,
+            warmup=args.warmup,
+            uss=args.uss,
+            log=args.log,
+            view=args.view,
+            as_json=args.json,
+            fail_on_leak=args.fail_on_leak,
+        )
+    )
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return f"no such file: {exc.filename}"
@@ -209,6 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sanaa-mem: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sanaa-mem ... | head`): stop quietly, as Unix tools do, and keep the
+        # interpreter's final flush of stdout from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -233,6 +342,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         )
     if args.command == "report":
         return _report(args)
+    if args.command == "watch":
+        return _watch(args)
     parser.error(f"unknown command {args.command!r}")  # argparse rejects it first
 
 

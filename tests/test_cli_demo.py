@@ -36,6 +36,15 @@ def test_demo_serves_requests_closes_every_connection_and_writes_its_files(tmp_p
     assert summary["service"]["leak_planted"] is False
 
 
+def test_demo_runs_against_postgresql_with_dsn(tmp_path: Path, pg_dsn: str) -> None:
+    result = run_cli("demo", "--dsn", pg_dsn, "--duration", "3", "--view", "none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "postgresql" in result.stdout.lower()
+    summary = json.loads((tmp_path / "sanaa-mem-demo.summary.json").read_text())
+    assert summary["service"]["ok"] > 0 and summary["service"]["errors"] == 0
+    assert summary["connections_left_open"] == 0
+
+
 def test_planted_leak_is_detected_and_located(tmp_path: Path) -> None:
     report = tmp_path / "out" / "leaky.html"
     report.parent.mkdir()

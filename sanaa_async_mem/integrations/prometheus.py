@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -94,6 +94,35 @@ def prometheus_buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
     return out
 
 
+def _stat_families(
+    prefix: str,
+    label: str,
+    stats: Mapping[str, Any],
+    *,
+    gauges: Sequence[tuple[str, str]],
+    counters: Sequence[tuple[str, str]],
+    histograms: Sequence[tuple[str, str]],
+) -> Iterator[Metric]:
+    """Gauge, counter and histogram families for one kind of stats object (pools, resources), one
+    labelled sample per named object; fields are read by name from each stats object."""
+    for field, doc in gauges:
+        g = GaugeMetricFamily(f"{prefix}_{field}", doc, labels=[label])
+        for name, st in stats.items():
+            g.add_metric([name], float(getattr(st, field)))
+        yield g
+    for field, doc in counters:
+        c = CounterMetricFamily(f"{prefix}_{field}", doc, labels=[label])
+        for name, st in stats.items():
+            c.add_metric([name], float(getattr(st, field)))
+        yield c
+    for field, doc in histograms:
+        h = HistogramMetricFamily(f"{prefix}_{field}_seconds", doc, labels=[label])
+        for name, st in stats.items():
+            snap: HistogramSnapshot = getattr(st, field)
+            h.add_metric([name], prometheus_buckets(snap), snap.sum)
+        yield h
+
+
 class SanaaCollector(Collector):
     """A custom collector reading ``optimizer``'s stats at every scrape (cheap: no heap walk, no I/O).
 
@@ -108,23 +137,14 @@ class SanaaCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         ns = self.namespace
         opt = self.optimizer
-        pools = opt.pool_stats()
-        for field, doc in _POOL_GAUGES:
-            g = GaugeMetricFamily(f"{ns}_pool_{field}", doc, labels=["pool"])
-            for name, st in pools.items():
-                g.add_metric([name], float(getattr(st, field)))
-            yield g
-        for field, doc in _POOL_COUNTERS:
-            c = CounterMetricFamily(f"{ns}_pool_{field}", doc, labels=["pool"])
-            for name, st in pools.items():
-                c.add_metric([name], float(getattr(st, field)))
-            yield c
-        for field, doc in _POOL_HISTOGRAMS:
-            h = HistogramMetricFamily(f"{ns}_pool_{field}_seconds", doc, labels=["pool"])
-            for name, st in pools.items():
-                snap: HistogramSnapshot = getattr(st, field)
-                h.add_metric([name], prometheus_buckets(snap), snap.sum)
-            yield h
+        yield from _stat_families(
+            f"{ns}_pool",
+            "pool",
+            opt.pool_stats(),
+            gauges=_POOL_GAUGES,
+            counters=_POOL_COUNTERS,
+            histograms=_POOL_HISTOGRAMS,
+        )
 
         keyed = [p for p in opt.pools if isinstance(p, MemoryPool)]
         if keyed:
@@ -143,22 +163,14 @@ class SanaaCollector(Collector):
                 yield c
 
         resources = opt.resource_manager.get_stats().resources
-        for field, doc in _RESOURCE_GAUGES:
-            g = GaugeMetricFamily(f"{ns}_resource_{field}", doc, labels=["resource"])
-            for name, rs in resources.items():
-                g.add_metric([name], float(getattr(rs, field)))
-            yield g
-        for field, doc in _RESOURCE_COUNTERS:
-            c = CounterMetricFamily(f"{ns}_resource_{field}", doc, labels=["resource"])
-            for name, rs in resources.items():
-                c.add_metric([name], float(getattr(rs, field)))
-            yield c
-        for field, doc in _RESOURCE_HISTOGRAMS:
-            h = HistogramMetricFamily(f"{ns}_resource_{field}_seconds", doc, labels=["resource"])
-            for name, rs in resources.items():
-                snap = getattr(rs, field)
-                h.add_metric([name], prometheus_buckets(snap), snap.sum)
-            yield h
+        yield from _stat_families(
+            f"{ns}_resource",
+            "resource",
+            resources,
+            gauges=_RESOURCE_GAUGES,
+            counters=_RESOURCE_COUNTERS,
+            histograms=_RESOURCE_HISTOGRAMS,
+        )
 
         h = HistogramMetricFamily(
             f"{ns}_gc_pause_seconds", "Garbage collection pauses", labels=["generation"]

@@ -7,9 +7,11 @@ Tests that need PostgreSQL or Redis skip with a reason when the service is absen
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -72,3 +74,46 @@ def redis_url() -> str:
     """URL of the Redis server; skips (or fails, when services are required) if absent."""
     _need("Redis", REDIS_HOST, REDIS_PORT)
     return REDIS_URL
+
+
+@pytest.fixture
+def gc_restored() -> Iterator[None]:
+    """The process's GC settings come back after the test, whatever it did or failed to undo:
+    thresholds, enabled, ``gc.callbacks``, and objects the test froze."""
+    thresholds, enabled, frozen = gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()
+    callbacks = list(gc.callbacks)
+    yield
+    if frozen == 0 and gc.get_freeze_count():
+        gc.unfreeze()
+    gc.set_threshold(*thresholds)
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
+    gc.callbacks[:] = callbacks
+
+
+@pytest.fixture
+def gc_baseline(gc_restored: None) -> None:
+    """``gc_restored``, starting from thresholds (700, 10, 10) on every interpreter (3.13 uses 2000)."""
+    gc.set_threshold(700, 10, 10)
+
+
+@pytest.fixture
+async def pg_admin(pg_dsn: str) -> AsyncIterator[Any]:
+    """A plain asyncpg connection for looking at (or killing) the server's sessions."""
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_dsn)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def redis_admin(redis_url: str) -> AsyncIterator[Any]:
+    """A plain Redis client for looking at (or killing) the server's clients."""
+    import redis.asyncio as redis_asyncio
+
+    client = redis_asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +27,6 @@ async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def pg_admin(pg_dsn: str) -> AsyncIterator[Any]:
-    import asyncpg
-
-    conn = await asyncpg.connect(pg_dsn)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def redis_admin(redis_url: str) -> AsyncIterator[Any]:
-    import redis.asyncio as redis_asyncio
-
-    client = redis_asyncio.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def pg_backends(admin: Any, app: str) -> int:

@@ -36,21 +36,10 @@ class Plain:
 
 
 @pytest.fixture(autouse=True)
-def restore_gc_state() -> Iterator[None]:
-    """Whatever a test does (or fails to undo), the process's GC settings come back."""
-    thresholds, enabled, frozen = gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()
-    callbacks = list(gc.callbacks)
+def no_gc_free_section_left_open(gc_restored: None) -> Iterator[None]:
+    """GC settings come back (see conftest), and no test may leave a GC-free section open."""
     yield
-    leaked_sections = gc_disabled_sections()
-    if frozen == 0 and gc.get_freeze_count():
-        gc.unfreeze()
-    gc.set_threshold(*thresholds)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    gc.callbacks[:] = callbacks
-    assert leaked_sections == 0, "a test left a GC-free section open"
+    assert gc_disabled_sections() == 0, "a test left a GC-free section open"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import gc
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -26,20 +26,7 @@ class Cyclic:
         self.me = self
 
 
-@pytest.fixture(autouse=True)
-def restore_gc_state() -> Iterator[None]:
-    thresholds, enabled, frozen = gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()
-    callbacks = list(gc.callbacks)
-    gc.set_threshold(700, 10, 10)  # the same starting point on every interpreter
-    yield
-    if frozen == 0 and gc.get_freeze_count():
-        gc.unfreeze()
-    gc.set_threshold(*thresholds)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    gc.callbacks[:] = callbacks
+pytestmark = pytest.mark.usefixtures("gc_baseline")
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,19 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sanaa_async_mem.integrations.aiohttp import OPTIMIZER_KEY, RESOURCES_KEY, setup
 from sanaa_async_mem.optimizer import MemoryOptimizer
 
-
-@pytest.fixture(autouse=True)
-def restore_gc_state() -> Iterator[None]:
-    thresholds, enabled = gc.get_threshold(), gc.isenabled()
-    callbacks = list(gc.callbacks)
-    gc.set_threshold(700, 10, 10)
-    yield
-    gc.set_threshold(*thresholds)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    gc.callbacks[:] = callbacks
+pytestmark = pytest.mark.usefixtures("gc_baseline")
 
 
 def build_app(events: list[str], *, fail_startup: bool = False) -> web.Application:

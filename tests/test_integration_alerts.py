@@ -19,17 +19,7 @@ from sanaa_async_mem.optimizer import Alert, MemoryOptimizer
 structlog = pytest.importorskip("structlog")
 
 
-@pytest.fixture(autouse=True)
-def restore_gc_state() -> Iterator[None]:
-    thresholds, enabled = gc.get_threshold(), gc.isenabled()
-    callbacks = list(gc.callbacks)
-    yield
-    gc.set_threshold(*thresholds)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    gc.callbacks[:] = callbacks
+pytestmark = pytest.mark.usefixtures("gc_restored")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import importlib.util
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -31,19 +30,7 @@ def load(name: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(autouse=True)
-def restore_gc_state() -> Iterator[None]:
-    thresholds, enabled, frozen = gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()
-    callbacks = list(gc.callbacks)
-    yield
-    if frozen == 0 and gc.get_freeze_count():
-        gc.unfreeze()
-    gc.set_threshold(*thresholds)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    gc.callbacks[:] = callbacks
+pytestmark = pytest.mark.usefixtures("gc_restored")
 
 
 def check_metrics(text: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,18 +15,7 @@ from sanaa_async_mem.errors import PoolTimeout
 from sanaa_async_mem.integrations.otel import POOL_NAME, instrument_pools
 from sanaa_async_mem.optimizer import MemoryOptimizer
 
-
-@pytest.fixture(autouse=True)
-def restore_gc_state() -> Iterator[None]:
-    thresholds, enabled = gc.get_threshold(), gc.isenabled()
-    callbacks = list(gc.callbacks)
-    yield
-    gc.set_threshold(*thresholds)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    gc.callbacks[:] = callbacks
+pytestmark = pytest.mark.usefixtures("gc_restored")
 
 
 def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -23,19 +23,7 @@ from starlette.routing import Route
 from sanaa_async_mem.integrations.starlette import GCRequestMiddleware, memory_lifespan
 from sanaa_async_mem.optimizer import MemoryOptimizer
 
-
-@pytest.fixture(autouse=True)
-def restore_gc_state() -> Iterator[None]:
-    thresholds, enabled = gc.get_threshold(), gc.isenabled()
-    callbacks = list(gc.callbacks)
-    gc.set_threshold(700, 10, 10)
-    yield
-    gc.set_threshold(*thresholds)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    gc.callbacks[:] = callbacks
+pytestmark = pytest.mark.usefixtures("gc_baseline")
 
 
 def make_optimizer() -> MemoryOptimizer:

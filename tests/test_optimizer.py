@@ -9,7 +9,6 @@ import gc
 import json
 import threading
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,7 @@ class Cyclic:
         self.me = self
 
 
-@pytest.fixture(autouse=True)
-def restore_gc_state() -> Iterator[None]:
-    thresholds, enabled = gc.get_threshold(), gc.isenabled()
-    callbacks = list(gc.callbacks)
-    gc.set_threshold(700, 10, 10)
-    yield
-    gc.set_threshold(*thresholds)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    gc.callbacks[:] = callbacks
+pytestmark = pytest.mark.usefixtures("gc_baseline")
 
 
 def make(**kwargs: object) -> MemoryOptimizer:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import pytest
 
 from sanaa_async_mem.adapters import asyncpg_pool, redis_pool
 from sanaa_async_mem.resources import ResourceManager
@@ -33,24 +31,6 @@ async def eventually(probe: Callable[[], Awaitable[Any]], expected: Any, timeout
         if loop.time() > end:
             raise AssertionError(f"expected {expected!r}, still {value!r} after {timeout}s")
         await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def pg_admin(pg_dsn: str) -> AsyncIterator[Any]:
-    import asyncpg
-
-    conn = await asyncpg.connect(pg_dsn)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def redis_admin(redis_url: str) -> AsyncIterator[Any]:
-    import redis.asyncio as redis_asyncio
-
-    client = redis_asyncio.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def pg_count(admin: Any, app: str) -> Callable[[], Awaitable[int]]:

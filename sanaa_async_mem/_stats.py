@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 _PER_DOUBLING = 4
 
@@ -146,6 +146,36 @@ class Histogram:
             self.max = value
         if value < self.min:
             self.min = value
+
+    def extend(self, values: list[float]) -> None:
+        """Add many samples at once: the same result as :meth:`record` for each, at a fraction of the cost.
+
+        Hot paths append their samples to a plain list (a C call) and fold it in here now and then: the
+        sort and the sum run in C, and each bucket costs one bisect, however many samples fall in it.
+        """
+        if not values:
+            return
+        ordered = sorted(values)
+        if ordered[0] < 0.0:  # negatives count as 0 (see record); sorted, so they are a prefix
+            ordered = [0.0 if v < 0.0 else v for v in ordered]
+        n = len(ordered)
+        lo, hi = ordered[0], ordered[-1]
+        self.count += n
+        self.sum += sum(ordered)
+        if hi > self.max:
+            self.max = hi
+        if lo < self.min:
+            self.min = lo
+        # bucket i holds bounds[i-1] < v <= bounds[i] (bisect_left, as in record): every sample lies in the
+        # buckets from lo's to hi's, and those <= bounds[i] are the first bisect_right(ordered, bounds[i]).
+        bounds, counts = self._bounds, self._counts
+        first, last = bisect_left(bounds, lo), bisect_left(bounds, hi)
+        done = 0
+        for i in range(first, last):
+            upto = bisect_right(ordered, bounds[i], done)
+            counts[i] += upto - done
+            done = upto
+        counts[last] += n - done
 
     def snapshot(self) -> HistogramSnapshot:
         return HistogramSnapshot(

@@ -12,8 +12,14 @@ Every object the pool owns is in exactly one of four places, and the pool's size
 * ``returning``: a ``reset`` hook in flight, in its own task.
 
 All changes of that state happen in small synchronous methods (:meth:`_give`, :meth:`_grow`,
-:meth:`_discard`, :meth:`_release`) that never await, so a cancellation can never leave it half-changed.
-The pool awaits only to wait for an object and to run hooks (factory, check, reset, close).
+:meth:`_discard`, :meth:`_take_back`, :meth:`_release`) that never await, so a cancellation can never
+leave it half-changed. The pool awaits only to wait for an object and to run hooks (factory, check, reset,
+close).
+
+The hot paths (``_Lease.__aenter__`` and ``_take_back``) write out a few steps that also exist as
+methods (``_enqueue``'s and ``_give``'s common cases): under load every acquire and release goes through
+them, and in a service whose queries take tens of microseconds each extra call is measurable (see
+``benchmarks/db_bench.py``). The written-out copies say so where they stand.
 
 Fairness: a freed object is given straight to the oldest waiter that is still waiting (its future is
 resolved with the object), never put back where the releasing task could take it again. A waiter whose
@@ -65,6 +71,9 @@ _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 # Background refills (to keep min_size) back off exponentially between these bounds when creation fails.
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 10.0
+
+# Buffered wait/use samples are folded into their histograms when this many are pending (or on stats()).
+_FOLD_AT = 256
 
 Factory = Callable[[], "T | Awaitable[T]"]
 Hook = Callable[[T], Any]
@@ -129,8 +138,9 @@ class _Slot:
 class PoolStats:
     """A point-in-time view of a pool. Sizes are gauges; the rest count since creation or ``pop_stats``.
 
-    Times are seconds. ``wait`` covers every acquire (immediate ones count as 0 s), ``use`` the time
-    objects were held, ``create`` successful factory calls.
+    Times are seconds. ``wait`` covers every acquire (immediate ones count as 0 s) up to the moment the
+    pool hands the object over, ``use`` the time from then until it comes back (so a waiter's resumption
+    lag is in ``use``), ``create`` successful factory calls.
     """
 
     name: str
@@ -176,22 +186,76 @@ class _Lease(Generic[T]):
         self._lease = 0
 
     async def __aenter__(self) -> T:
+        # The whole acquire is written out here, not in a helper coroutine: under load every acquire
+        # comes through here, and one more coroutine frame costs as much as the pool's own bookkeeping.
         if self._entry is not None:
             raise PoolError("this acquire() context is already in use; call pool.acquire() again")
         pool = self._pool
-        if pool._idle and pool._plain_acquire and _get_running_loop() is pool._loop:
-            # The hot path, inlined (an extra coroutine per acquire costs more than the rest of it):
-            # the same steps as AsyncPool._acquire when there is no check, lifetime or holder tracking.
-            entry = pool._idle.pop()
-            pool._in_use[entry.key] = entry
-            pool._n_acquired += 1
+        if _get_running_loop() is not pool._loop:
+            pool._check_loop(_get_running_loop())
+        deadline: float | None = None
+        while True:
+            if pool._idle:
+                # Only free when nobody waits: _give never leaves an object idle while a waiter is live.
+                entry = pool._idle.pop()
+                pool._in_use[entry.key] = entry
+                now = _now()
+                if pool._plain_acquire:  # no lifetime, check or holder tracking: nothing more to do
+                    entry.lease += 1
+                    entry.acquired_at = now
+                    pool._n_acquired += 1
+                    self._entry = entry
+                    self._lease = entry.lease
+                    return entry.obj
+            else:
+                if not pool._is_open:
+                    raise pool._not_open_error()
+                if pool._max_waiting and pool._nwaiting >= pool._max_waiting:
+                    pool._n_exhausted += 1
+                    raise PoolExhausted(
+                        f"{pool._name}: {pool._nwaiting} callers are already waiting "
+                        f"(max_waiting={pool._max_waiting})"
+                    )
+                started = _now()
+                if deadline is None:
+                    deadline = started + (pool._timeout if self._timeout is None else self._timeout)
+                if pool._nwaiting and deadline >= pool._last_deadline and pool._reaper is not None:
+                    # _enqueue's common case under load, written out: others wait, deadlines keep growing
+                    # and the shared reaper timer is set; a full pool has nothing to create.
+                    fut = pool._loop.create_future()  # type: ignore[union-attr]  # (open: loop set)
+                    pool._last_deadline = deadline
+                    pool._waiters.append((fut, deadline))
+                    pool._nwaiting += 1
+                    if len(pool._in_use) < pool._max_size:
+                        pool._grow()
+                else:
+                    fut = pool._enqueue(deadline)
+                try:
+                    entry = await fut
+                except BaseException as exc:
+                    pool._abandon(fut, exc)
+                    raise
+                # Whoever handed the entry over stamped the hand-over time: the wait ends there (what
+                # follows is the loop's own lag, measured by LoopLagMonitor), and it saves a clock read.
+                now = entry.acquired_at
+                pool._waits.append(now - started)  # folded into the wait histogram by _fold_samples
+            if pool._max_lifetime is not None and entry.expires_at <= now:
+                del pool._in_use[entry.key]
+                pool._discard(entry, counted_as="expired")
+                continue
+            # Fresh objects (never handed out) are not checked: the factory just made them.
+            if pool._check is not None and entry.lease and now - entry.last_used >= pool._check_skip_within:
+                if not await pool._run_check(entry):
+                    continue
+                now = _now()
             entry.lease += 1
-            entry.acquired_at = _now()
-        else:
-            entry = await pool._acquire(self._timeout)
-        self._entry = entry
-        self._lease = entry.lease
-        return entry.obj
+            entry.acquired_at = now
+            pool._n_acquired += 1
+            if pool._held_warning is not None:
+                pool._watch_holding(entry)
+            self._entry = entry
+            self._lease = entry.lease
+            return entry.obj
 
     async def __aexit__(
         self,
@@ -206,11 +270,9 @@ class _Lease(Generic[T]):
         pool = self._pool
         if entry.lease != self._lease or pool._in_use.pop(entry.key, None) is not entry:
             raise PoolError(f"{pool._name}: object was already returned (put() inside 'async with')")
-        discard = exc is not None and isinstance(exc, pool._discard_on)
-        if pool._reset is None:
-            pool._release(entry, discard)
-        else:
-            await pool._return_with_reset(entry, discard)
+        resetting = pool._take_back(entry, exc is not None and isinstance(exc, pool._discard_on))
+        if resetting is not None:
+            await resetting
 
 
 class AsyncPool(Generic[T]):
@@ -353,6 +415,18 @@ class AsyncPool(Generic[T]):
         self._wait_hist = Histogram()
         self._use_hist = Histogram()
         self._create_hist = Histogram()
+        # Wait and use times of the hot paths are appended here (a C call) and folded into the histograms
+        # in bulk: recording each one costs more than the rest of an acquire. Every release checks the
+        # length of _uses; _waits cannot outgrow it by more than the objects the pool made or holds out,
+        # since a recorded wait is followed by a release, a discard or a holder that has not returned yet.
+        self._waits: list[float] = []
+        self._uses: list[float] = []
+
+    def _fold_samples(self) -> None:
+        self._wait_hist.extend(self._waits)
+        self._waits.clear()
+        self._use_hist.extend(self._uses)
+        self._uses.clear()
 
     # ------------------------------------------------------------------ public API
 
@@ -393,8 +467,8 @@ class AsyncPool(Generic[T]):
         """Take an object; give it back with :meth:`put`. Same errors and cancellation as :meth:`acquire`."""
         if timeout is not None:
             config.seconds("timeout", timeout)
-        entry = await self._acquire(timeout)
-        return entry.obj
+        # The lease's bookkeeping is all in the pool (in_use); the lease itself is not needed after this.
+        return await _Lease(self, timeout).__aenter__()
 
     async def put(self, obj: T, *, discard: bool = False) -> None:
         """Give back an object taken with :meth:`get`; ``discard=True`` drops it (e.g. it is broken).
@@ -410,10 +484,9 @@ class AsyncPool(Generic[T]):
                 f"{self._name}: put() of an object that is not checked out from this pool "
                 f"(never acquired here, or already returned): {obj!r}"
             )
-        if self._reset is None:
-            self._release(entry, discard)
-        else:
-            await self._return_with_reset(entry, discard)
+        resetting = self._take_back(entry, discard)
+        if resetting is not None:
+            await resetting
 
     def mark_broken(self, obj: T) -> None:
         """Say that a checked-out object is broken: it is closed instead of reused when it comes back."""
@@ -529,6 +602,7 @@ class AsyncPool(Generic[T]):
 
     def stats(self) -> PoolStats:
         """Sizes, counters and wait/use/create time summaries (see :class:`PoolStats`)."""
+        self._fold_samples()
         return PoolStats(
             name=self._name,
             min_size=self._min_size,
@@ -579,54 +653,6 @@ class AsyncPool(Generic[T]):
 
     # ------------------------------------------------------------------ acquiring
 
-    async def _acquire(self, timeout: float | None) -> _Entry[T]:
-        if _get_running_loop() is not self._loop:
-            self._check_loop(_get_running_loop())
-        deadline: float | None = None
-        while True:
-            if self._idle:
-                # Only free when nobody waits: _give never leaves an object idle while a waiter is live.
-                entry = self._idle.pop()
-                self._in_use[entry.key] = entry
-                now = _now()
-            else:
-                # Waiting is written out here rather than in a helper coroutine: under contention every
-                # acquire comes through here, and a coroutine frame costs as much as the rest of it.
-                if self._state != _OPEN:
-                    raise self._not_open_error()
-                if self._max_waiting and self._nwaiting >= self._max_waiting:
-                    self._n_exhausted += 1
-                    raise PoolExhausted(
-                        f"{self._name}: {self._nwaiting} callers are already waiting "
-                        f"(max_waiting={self._max_waiting})"
-                    )
-                started = _now()
-                if deadline is None:
-                    deadline = started + (self._timeout if timeout is None else timeout)
-                fut = self._enqueue(deadline)
-                try:
-                    entry = await fut
-                except BaseException as exc:
-                    self._abandon(fut, exc)
-                    raise
-                now = _now()
-                self._wait_hist.record(now - started)
-            if self._max_lifetime is not None and entry.expires_at <= now:
-                del self._in_use[entry.key]
-                self._discard(entry, counted_as="expired")
-                continue
-            # Fresh objects (never handed out) are not checked: the factory just made them.
-            if self._check is not None and entry.lease and now - entry.last_used >= self._check_skip_within:
-                if not await self._run_check(entry):
-                    continue
-                now = _now()
-            entry.lease += 1
-            entry.acquired_at = now
-            self._n_acquired += 1
-            if self._held_warning is not None:
-                self._watch_holding(entry)
-            return entry
-
     def _enqueue(self, deadline: float) -> asyncio.Future[_Entry[T]]:
         """Add a waiter at the back of the queue, with its timeout, and start a creation if one is due."""
         loop = self._loop
@@ -655,7 +681,7 @@ class AsyncPool(Generic[T]):
             fut.add_done_callback(lambda _f: handle.cancel())
         self._nwaiting += 1
         # Under contention the pool is full and _grow would find nothing to do: skip the call.
-        if len(self._idle) + len(self._in_use) + self._creating + self._returning < self._max_size:
+        if len(self._in_use) < self._max_size and self._size() < self._max_size:
             self._grow()
         return fut
 
@@ -669,7 +695,7 @@ class AsyncPool(Generic[T]):
             # The object was handed to us but our task was cancelled before it resumed: pass it on.
             entry = fut.result()
             del self._in_use[entry.key]
-            self._give(entry)
+            self._give(entry, _now())
         elif isinstance(exc, PoolTimeout) and self._holds_object(_current_task()):
             exc.args = (f"{exc}; the waiting task itself holds an object from this pool (nested acquire?)",)
 
@@ -762,49 +788,87 @@ class AsyncPool(Generic[T]):
 
     # ------------------------------------------------------------------ returning
 
-    def _release(self, entry: _Entry[T], discard: bool) -> None:
-        """Take back an entry already removed from in_use: reuse it (next waiter first) or drop it."""
+    def _take_back(self, entry: _Entry[T], discard: bool) -> asyncio.Future[None] | None:
+        """A holder gives an entry back (lease exit or put(); already removed from in_use). Never awaits.
+
+        Records the use time, runs the reset hook inline, then reuses the entry (next waiter first) or
+        drops it. Returns None when that is done, or a future to await while an asynchronous reset finishes
+        in a task of its own, shielded: a holder cancelled while it waits still gives the object back.
+        """
         now = _now()
-        self._use_hist.record(now - entry.acquired_at)
+        uses = self._uses
+        uses.append(now - entry.acquired_at)
+        if len(uses) >= _FOLD_AT:
+            self._fold_samples()
         if entry.held_handle is not None:
             entry.held_handle.cancel()
             entry.held_handle = None
             entry.holder = None
+        if (
+            discard
+            or entry.broken
+            or not self._is_open
+            or entry.generation != self._generation  # replaced by expire_all()/drain() since
+            or entry.expires_at <= now  # max_lifetime
+        ):
+            self._drop_returned(entry, discard)
+            return None
+        reset = self._reset
+        if reset is not None:
+            # Only an awaitable result costs a task. So a reset that needs I/O only sometimes (e.g. a
+            # rollback when a transaction is open) should return an awaitable only then.
+            try:
+                pending = reset(entry.obj)
+            except Exception as exc:
+                self._reset_failed(exc)
+                self._discard(entry, counted_as="discarded")
+                return None
+            if pending is not None and inspect.isawaitable(pending):
+                return self._reset_in_task(entry, pending)
+        entry.last_used = now
+        # _give, written out: every release comes through here.
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()[0]
+            if not fut.done():
+                self._nwaiting -= 1
+                self._in_use[entry.key] = entry
+                entry.acquired_at = now
+                fut.set_result(entry)
+                return None
+        self._idle.append(entry)
+        return None
+
+    def _release(self, entry: _Entry[T], discard: bool) -> None:
+        """Reuse or drop an entry back from an asynchronous reset (the end of _take_back)."""
+        now = _now()
+        if (
+            discard
+            or entry.broken
+            or not self._is_open
+            or entry.generation != self._generation
+            or entry.expires_at <= now
+        ):
+            self._drop_returned(entry, discard)
+        else:
+            entry.last_used = now
+            self._give(entry, now)
+
+    def _drop_returned(self, entry: _Entry[T], discard: bool) -> None:
+        """Close an entry given back that must not be reused, counting why."""
         if discard or entry.broken:
             self._discard(entry, counted_as="discarded")
         elif not self._is_open:
             self._discard(entry, counted_as=None)
-        elif entry.generation != self._generation or entry.expires_at <= now:
+        else:  # replaced by expire_all/drain, or past max_lifetime
             self._discard(entry, counted_as="expired")
-        else:
-            entry.last_used = now
-            if self._waiters:
-                self._give(entry)
-            else:
-                self._idle.append(entry)
 
-    async def _return_with_reset(self, entry: _Entry[T], discard: bool) -> None:
-        if discard or entry.broken or not self._is_open:
-            self._release(entry, discard)
-            return
-        assert self._reset is not None
-        # The reset is called inline; only an awaitable result costs a task. So a reset that needs I/O
-        # only sometimes (e.g. a rollback when a transaction is open) should return an awaitable only then.
-        try:
-            pending = self._reset(entry.obj)
-        except Exception as exc:
-            self._reset_failed(exc)
-            self._release(entry, discard=True)
-            return
-        if not inspect.isawaitable(pending):
-            self._release(entry, False)
-            return
+    def _reset_in_task(self, entry: _Entry[T], pending: Awaitable[Any]) -> asyncio.Future[None]:
         self._returning += 1
         slot = _Slot()
         task = self._spawn(self._finish_reset(entry, pending, slot))
         task.add_done_callback(lambda _t: self._reset_done(entry, pending, slot))
-        # Shielded: if the holder is cancelled here, the reset still finishes and the object comes back.
-        await asyncio.shield(task)
+        return asyncio.shield(task)
 
     async def _finish_reset(self, entry: _Entry[T], pending: Awaitable[Any], slot: _Slot) -> None:
         ok = False
@@ -843,14 +907,16 @@ class AsyncPool(Generic[T]):
     def _size(self) -> int:
         return len(self._idle) + len(self._in_use) + self._creating + self._returning
 
-    def _give(self, entry: _Entry[T]) -> None:
-        """Hand a free entry to the oldest live waiter, or keep it idle if nobody waits."""
+    def _give(self, entry: _Entry[T], now: float) -> None:
+        """Hand a free entry to the oldest live waiter (stamping the hand-over time ``now`` as its
+        ``acquired_at``), or keep it idle if nobody waits."""
         waiters = self._waiters
         while waiters:
             fut = waiters.popleft()[0]
             if not fut.done():
                 self._nwaiting -= 1
                 self._in_use[entry.key] = entry
+                entry.acquired_at = now
                 fut.set_result(entry)
                 return
         self._idle.append(entry)
@@ -947,7 +1013,7 @@ class AsyncPool(Generic[T]):
             expires = now + lifetime * (1.0 - self._lifetime_jitter * random.random())
         entry = _Entry(obj, now, expires, self._generation)
         if self._state == _OPEN:
-            self._give(entry)
+            self._give(entry, now)
         else:
             self._discard(entry, counted_as=None)
         return None

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..pool import AsyncPool
-from ._pool import reset_unless_clean
 from ._require import require
 
 __all__ = ["asyncpg_pool"]
@@ -32,8 +31,8 @@ def asyncpg_pool(
     ``reset``, run when a connection comes back:
 
     * ``"rollback"`` (default): roll back a transaction left open, nothing else. A connection back from
-      a plain query is in no transaction, so this costs no round trip (nor the pool's reset task: see
-      :func:`~sanaa_async_mem.adapters._pool.reset_unless_clean`);
+      a plain query is in no transaction, so this costs no round trip (nor the pool's reset task: the
+      hook looks at the driver's state and returns an awaitable only when there is something to do);
     * ``"full"``: asyncpg's own ``Connection.reset()`` (also closes cursors, unlistens, resets session
       state with ``RESET ALL``...: one extra round trip per release, as ``asyncpg.Pool`` does);
     * ``None``: no reset at all (fastest; only for code that never leaves a transaction open).
@@ -62,11 +61,25 @@ def asyncpg_pool(
     async def rollback(conn: Any) -> None:
         if conn.is_closed():
             raise exceptions.ConnectionDoesNotExistError("connection closed while held")
-        if conn.is_in_transaction() or _stale_transaction(conn):
+        if conn.is_in_transaction() or conn._top_xact is not None:
             # What asyncpg's own reset does: forget the client-side transaction too, or the next
             # conn.transaction() would think it is nested and send SAVEPOINT outside any transaction.
             conn._top_xact = None
             await conn.execute("ROLLBACK")
+
+    def rollback_if_dirty(conn: Any) -> Any:
+        # The pool calls this inline on every release; it looks at the driver's state (no I/O) and returns
+        # the awaitable rollback only for a connection left in a transaction, or closed while held. It
+        # reads what is_in_transaction() and is_closed() read, without their two extra Python calls.
+        protocol = conn._protocol
+        if (
+            protocol.is_in_transaction()
+            or conn._top_xact is not None
+            or conn._aborted
+            or not protocol.is_connected()
+        ):
+            return rollback(conn)
+        return None
 
     async def full_reset(conn: Any) -> None:
         if conn.is_closed():
@@ -87,7 +100,7 @@ def asyncpg_pool(
         "min_size": min_size,
         "max_size": max_size,
         "check": check,
-        "reset": {"rollback": reset_unless_clean(_clean, rollback), "full": full_reset, None: None}[reset],
+        "reset": {"rollback": rollback_if_dirty, "full": full_reset, None: None}[reset],
         "close": close,
         "discard_on": (
             asyncpg.InterfaceError,
@@ -103,15 +116,3 @@ def asyncpg_pool(
     }
     options.update(pool_options)
     return AsyncPool(connect, **options)
-
-
-def _clean(conn: Any) -> bool:
-    """No transaction open (server or client side) and still connected: nothing for the reset to do."""
-    return not conn.is_in_transaction() and not _stale_transaction(conn) and not conn.is_closed()
-
-
-def _stale_transaction(conn: Any) -> bool:
-    # asyncpg records a transaction block before sending BEGIN; a holder cancelled during BEGIN (or
-    # COMMIT/ROLLBACK) leaves that record behind while the server is in no transaction (private attribute,
-    # read the same way by asyncpg's Connection._reset()).
-    return getattr(conn, "_top_xact", None) is not None

@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import sanaa_async_mem as sam
 from sanaa_async_mem import errors
@@ -162,6 +164,27 @@ def test_histogram_record_many_and_reset() -> None:
     assert snap.count == 31 and snap.min == 0.0 and snap.max == 0.3
     h.reset()
     assert h.snapshot().count == 0 and h.snapshot().p99 == 0.0
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=-1.0, max_value=1e7, allow_nan=False),
+            st.sampled_from([0.0, 1e-6, 1e-9, 1e6, 1e7]),  # on and beyond the bounds
+        ),
+        max_size=300,
+    ),
+    st.integers(min_value=0, max_value=300),
+)
+def test_histogram_extend_is_record_in_bulk(values: list[float], cut: int) -> None:
+    one_by_one, in_bulk = Histogram(), Histogram()
+    for v in values:
+        one_by_one.record(v)
+    in_bulk.extend(values[:cut])
+    in_bulk.extend(values[cut:])
+    a, b = one_by_one.snapshot(), in_bulk.snapshot()
+    assert (a.count, a.counts, a.min, a.max) == (b.count, b.counts, b.min, b.max)
+    assert math.isclose(a.sum, b.sum, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def test_zero_samples_report_zero_quantiles() -> None:

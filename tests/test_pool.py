@@ -859,6 +859,42 @@ async def test_pop_stats_resets_counters_not_sizes() -> None:
         assert second.wait.count == 0
 
 
+async def test_wait_and_use_times_are_all_counted_across_bulk_folds() -> None:
+    from sanaa_async_mem import pool as pool_module
+
+    rounds = pool_module._FOLD_AT * 2 + 7  # crosses the bulk folding of samples twice, with some left over
+    async with AsyncPool(Conn, max_size=2) as pool:
+
+        async def user() -> None:
+            for _ in range(rounds):
+                async with pool.acquire():
+                    await asyncio.sleep(0)
+
+        await asyncio.gather(user(), user(), user())  # 3 users, 2 objects: some acquires wait
+        stats = pool.stats()
+    assert stats.acquired == 3 * rounds
+    assert stats.use.count == 3 * rounds
+    assert stats.wait.count == 3 * rounds  # waits, plus the immediate ones counted as 0 s
+    assert 0 < stats.wait.max < 5.0 and stats.wait.p50 >= 0.0
+
+
+async def test_a_waiters_wait_ends_when_the_object_is_handed_over() -> None:
+    async with AsyncPool(Conn, max_size=1) as pool:
+        holder = await pool.get()
+
+        async def waiter() -> None:
+            async with pool.acquire():
+                pass
+
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0.05)  # the waiter waits ~50 ms
+        await pool.put(holder)  # hand-over to the waiter
+        await task
+        wait = pool.stats().wait
+    assert wait.count == 2  # the immediate get() (0 s) and the waiter
+    assert 0.04 <= wait.max < 5.0
+
+
 async def test_stats_as_dict_is_plain_json() -> None:
     import json
 

@@ -243,8 +243,9 @@ class _Lease(Generic[T]):
                 del pool._in_use[entry.key]
                 pool._discard(entry, counted_as="expired")
                 continue
-            # Fresh objects (never handed out) are not checked: the factory just made them.
-            if pool._check is not None and entry.lease and now - entry.last_used >= pool._check_skip_within:
+            # Checked when idle for _check_after (inf without a check hook: one comparison either way);
+            # fresh objects (never handed out) are not checked: the factory just made them.
+            if now - entry.last_used >= pool._check_after and entry.lease:
                 if not await pool._run_check(entry):
                     continue
                 now = _now()
@@ -360,7 +361,9 @@ class AsyncPool(Generic[T]):
         self._max_lifetime = config.seconds("max_lifetime", max_lifetime, allow_none=True, allow_zero=False)
         self._lifetime_jitter = config.fraction("lifetime_jitter", lifetime_jitter)
         self._max_idle = config.seconds("max_idle", max_idle, allow_none=True, allow_zero=False)
-        self._check_skip_within = config.duration("check_skip_within", check_skip_within)
+        # An object idle this long is checked before it is handed out (never, without a check hook).
+        check_skip_within = config.duration("check_skip_within", check_skip_within)
+        self._check_after = check_skip_within if check is not None else float("inf")
         self._held_warning = config.seconds("held_warning", held_warning, allow_none=True, allow_zero=False)
         self._maintenance_interval = config.duration(
             "maintenance_interval", maintenance_interval, allow_zero=False

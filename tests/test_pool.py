@@ -762,6 +762,9 @@ async def test_nested_acquire_times_out_with_a_hint() -> None:
         ({"discard_on": ValueError}, "discard_on"),
         ({"discard_on": (int,)}, "discard_on"),
         ({"held_warning": -1}, "held_warning"),
+        ({"check_skip_within": -1}, "check_skip_within"),  # validated with or without a check hook
+        ({"check_skip_within": -1, "check": bool}, "check_skip_within"),
+        ({"maintenance_interval": 0}, "maintenance_interval"),
     ],
 )
 async def test_bad_configuration_names_the_parameter(kwargs: dict[str, Any], name: str) -> None:

@@ -240,7 +240,7 @@ def _generic_connection_pool() -> Contender:
 
 
 def _ours() -> Contender:
-    from sanaa_async_mem.pool import AsyncPool
+    from sanaa_async_mem.pools.pool import AsyncPool
 
     async def open_(stack: AsyncExitStack) -> Opened:
         pool: Any = AsyncPool(Thing, min_size=POOL_SIZE, max_size=POOL_SIZE)
@@ -250,7 +250,7 @@ def _ours() -> Contender:
     return Contender(
         OURS,
         "ours",
-        "sanaa_async_mem.pool.AsyncPool, defaults (stats on, default timeout), sync factory",
+        "sanaa_async_mem.pools.pool.AsyncPool, defaults (stats on, default timeout), sync factory",
         open_,
     )
 

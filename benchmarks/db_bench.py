@@ -114,7 +114,7 @@ async def pg_contenders() -> list[Contender]:
     import asyncpg
     import psycopg_pool
 
-    from sanaa_async_mem.adapters import asyncpg_pool
+    from sanaa_async_mem.resources.adapters import asyncpg_pool
 
     out: list[Contender] = []
 
@@ -177,7 +177,7 @@ async def redis_contenders() -> list[Contender]:
     import redis.asyncio as redis_asyncio
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from sanaa_async_mem.adapters import redis_pool
+    from sanaa_async_mem.resources.adapters import redis_pool
 
     out: list[Contender] = []
     clients = [

@@ -194,9 +194,9 @@ async def run_saturated(duration: float, scheduler: Any) -> array.array[float]:
 def child(policy: str, scenario: str, duration: float, use_uvloop: bool) -> dict[str, Any]:
     import psutil
 
-    from sanaa_async_mem.gc_optimizer import GarbageCollectionOptimizer
-    from sanaa_async_mem.gc_scheduler import GCScheduler
-    from sanaa_async_mem.loop_lag import LoopLagMonitor
+    from sanaa_async_mem.collector.optimizer import GarbageCollectionOptimizer
+    from sanaa_async_mem.collector.scheduler import GCScheduler
+    from sanaa_async_mem.loop_monitor import LoopLagMonitor
 
     heap = build_startup_heap()
     process = psutil.Process()
@@ -270,7 +270,7 @@ def lag_monitor_overhead(seconds: float, use_uvloop: bool) -> dict[str, float]:
     Three alternating pairs of runs; the median difference is reported (one run is at the mercy of
     whatever else the machine is doing).
     """
-    from sanaa_async_mem.loop_lag import LoopLagMonitor
+    from sanaa_async_mem.loop_monitor import LoopLagMonitor
 
     async def idle(with_monitor: bool) -> float:
         cpu = time.process_time()

@@ -41,9 +41,9 @@ import numpy as np
 import psutil
 
 from benchmarks._harness import percentile, print_table, ratio, write_results
-from sanaa_async_mem.profiler import MemoryProfiler
-from sanaa_async_mem.snapshots import MemorySnapshot
-from sanaa_async_mem.trend import TrendAnalyzer
+from sanaa_async_mem.memory.profiler import MemoryProfiler
+from sanaa_async_mem.memory.snapshots import MemorySnapshot
+from sanaa_async_mem.memory.trend import TrendAnalyzer
 
 SEED = 20261124
 THRESHOLD = 1000.0

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks._harness import percentile, print_table, ratio, write_results
-from sanaa_async_mem.keyed_pool import MemoryPool
+from sanaa_async_mem.pools.keyed import MemoryPool
 
 COMMAND = "python -m benchmarks.object_pool_bench"
 KEY = "obj"

@@ -74,7 +74,7 @@ def build_app(variant: str, use_pg: bool) -> Any:
     from sanaa_async_mem import AsyncPool
     from sanaa_async_mem.integrations.starlette import GCRequestMiddleware, memory_lifespan
     from sanaa_async_mem.optimizer import MemoryOptimizer
-    from sanaa_async_mem.resources import ResourceManager
+    from sanaa_async_mem.resources.manager import ResourceManager
 
     large = variant.startswith("large_heap")
     monitored = variant.endswith("monitored")
@@ -83,7 +83,7 @@ def build_app(variant: str, use_pg: bool) -> Any:
 
     def make_pool() -> AsyncPool[Any]:
         if use_pg:
-            from sanaa_async_mem.adapters import asyncpg_pool
+            from sanaa_async_mem.resources.adapters import asyncpg_pool
 
             return asyncpg_pool(PG_DSN, min_size=10, max_size=10, name="db")
         return AsyncPool(object, min_size=10, max_size=10, name="db")
@@ -221,7 +221,7 @@ def run_variant(variant: str, seconds: float, connections: int, use_pg: bool) ->
 
 def middleware_cost(n: int = 200_000) -> dict[str, float]:
     """ns per request of GCRequestMiddleware around a trivial ASGI app, minus the bare app's."""
-    from sanaa_async_mem.gc_scheduler import GCScheduler
+    from sanaa_async_mem.collector.scheduler import GCScheduler
     from sanaa_async_mem.integrations.starlette import GCRequestMiddleware
 
     async def bare(scope: Any, receive: Any, send: Any) -> None:

@@ -24,10 +24,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-from sanaa_async_mem.adapters import asyncpg_pool
 from sanaa_async_mem.integrations.prometheus import SanaaCollector
 from sanaa_async_mem.integrations.starlette import GCRequestMiddleware, memory_lifespan
 from sanaa_async_mem.optimizer import MemoryOptimizer
+from sanaa_async_mem.resources.adapters import asyncpg_pool
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 

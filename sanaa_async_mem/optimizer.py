@@ -1,10 +1,10 @@
 """MemoryOptimizer and memory_efficient_context: the capabilities composed into one object for a service.
 
-A :class:`MemoryOptimizer` owns a :class:`~sanaa_async_mem.profiler.MemoryProfiler` (periodic snapshots,
+A :class:`MemoryOptimizer` owns a :class:`~sanaa_async_mem.memory.MemoryProfiler` (periodic snapshots,
 trend verdicts, leak and high-memory alerts), a
-:class:`~sanaa_async_mem.gc_optimizer.GarbageCollectionOptimizer` with its pause recorder, a
-:class:`~sanaa_async_mem.gc_scheduler.GCScheduler` (full collections at idle moments), a
-:class:`~sanaa_async_mem.loop_lag.LoopLagMonitor` and, optionally, a
+:class:`~sanaa_async_mem.collector.GarbageCollectionOptimizer` with its pause recorder, a
+:class:`~sanaa_async_mem.collector.GCScheduler` (full collections at idle moments), a
+:class:`~sanaa_async_mem.loop_monitor.LoopLagMonitor` and, optionally, a
 :class:`~sanaa_async_mem.resources.ResourceManager` and extra pools whose stats it reports. It is what the
 Starlette/FastAPI and aiohttp integrations start on startup and stop on shutdown.
 
@@ -32,15 +32,15 @@ from typing import Any, Literal
 import psutil
 
 from ._logging import get_logger
+from .collector.optimizer import GarbageCollectionOptimizer
+from .collector.scheduler import GCScheduler
 from .config import Settings, seconds
 from .errors import ConfigurationError
-from .gc_optimizer import GarbageCollectionOptimizer
-from .gc_scheduler import GCScheduler
-from .keyed_pool import MemoryPool
-from .loop_lag import LoopLagMonitor
-from .pool import AsyncPool, PoolStats
-from .profiler import MemoryAlert, MemoryProfiler
-from .resources import ResourceManager
+from .loop_monitor import LoopLagMonitor
+from .memory.profiler import MemoryAlert, MemoryProfiler
+from .pools.keyed import MemoryPool
+from .pools.pool import AsyncPool, PoolStats
+from .resources.manager import ResourceManager
 
 __all__ = [
     "Alert",
@@ -403,7 +403,7 @@ class MemoryOptimizer:
     async def aclose(self) -> None:
         """Stop (see :meth:`stop_optimization`), then close the resource manager (shielded; idempotent).
 
-        Raises :class:`~sanaa_async_mem.resources.ResourceCleanupError` if a resource's cleanup failed.
+        Raises :class:`~sanaa_async_mem.errors.ResourceCleanupError` if a resource's cleanup failed.
         """
         try:
             await self.stop_optimization()
@@ -446,7 +446,7 @@ class MemoryOptimizer:
         ``percentage_of_high``); ``gc`` (collector, thresholds, counts, pauses per generation, and
         ``scheduler`` or None); ``loop_lag`` (lag summary in seconds); ``pools`` (each extra pool's stats by
         name); ``resources`` (the resource manager's stats); ``trend`` (the profiler's verdict, see
-        :class:`~sanaa_async_mem.trend.TrendVerdict`); ``alerts`` (the profiler's active alerts).
+        :class:`~sanaa_async_mem.memory.TrendVerdict`); ``alerts`` (the profiler's active alerts).
 
         Synchronous and on the caller's thread: it reads psutil (~tens of us) and walks the frozen
         generation for its size (milliseconds with a large frozen heap) - not for hot paths.

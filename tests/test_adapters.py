@@ -11,8 +11,14 @@ from typing import Any
 
 import pytest
 
-from sanaa_async_mem.adapters import aiohttp_pool, aiosqlite_pool, asyncpg_pool, psycopg_pool, redis_pool
 from sanaa_async_mem.errors import ConfigurationError
+from sanaa_async_mem.resources.adapters import (
+    aiohttp_pool,
+    aiosqlite_pool,
+    asyncpg_pool,
+    psycopg_pool,
+    redis_pool,
+)
 
 
 def unique(prefix: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sanaa_async_mem.cli import main
-from sanaa_async_mem.snapshots import MemorySnapshot, TopConsumer
+from sanaa_async_mem.memory.snapshots import MemorySnapshot, TopConsumer
 
 pytest.importorskip("plotly", reason="the HTML report needs the 'report' extra (plotly)")
 

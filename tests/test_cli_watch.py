@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sanaa_async_mem.snapshots import load_snapshots
+from sanaa_async_mem.memory.snapshots import load_snapshots
 
 CLI = [sys.executable, "-m", "sanaa_async_mem.cli", "watch"]
 # Small interval and a threshold far below the leak's rate and far above allocator noise: a few seconds each.

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import sanaa_async_mem as sam
 from sanaa_async_mem import errors
 from sanaa_async_mem._logging import get_logger
 from sanaa_async_mem._stats import Histogram
-from sanaa_async_mem.config import Settings, positive_int, seconds
+from sanaa_async_mem.config import Settings, get_settings, positive_int, seconds
 
 
 def test_errors_join_the_builtin_families() -> None:
@@ -80,7 +79,7 @@ def test_explicit_arguments_override_the_environment() -> None:
 
 def test_get_settings_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEMORY_SNAPSHOT_INTERVAL", "5")
-    assert sam.get_settings().snapshot_interval == 5.0
+    assert get_settings().snapshot_interval == 5.0
 
 
 @pytest.mark.parametrize(
@@ -130,7 +129,6 @@ def test_validators() -> None:
 def test_loggers_live_under_sanaa_with_a_null_handler() -> None:
     assert get_logger("pool").name == "sanaa.pool"
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("sanaa").handlers)
-
 
 
 def test_importing_the_library_never_configures_the_root_logger() -> None:

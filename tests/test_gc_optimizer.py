@@ -13,15 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from sanaa_async_mem.config import Settings
-from sanaa_async_mem.errors import ConfigurationError, GCError
-from sanaa_async_mem.gc_optimizer import (
+from sanaa_async_mem.collector.optimizer import (
     CollectorInfo,
     GarbageCollectionOptimizer,
     GCSettings,
     detect_collector,
     gc_disabled_sections,
 )
+from sanaa_async_mem.config import Settings
+from sanaa_async_mem.errors import ConfigurationError, GCError
 
 
 class Cyclic:

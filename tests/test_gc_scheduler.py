@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
+from sanaa_async_mem.collector.optimizer import CollectorInfo, GarbageCollectionOptimizer
+from sanaa_async_mem.collector.scheduler import GCScheduler
 from sanaa_async_mem.config import Settings
 from sanaa_async_mem.errors import ConfigurationError, GCError
-from sanaa_async_mem.gc_optimizer import CollectorInfo, GarbageCollectionOptimizer
-from sanaa_async_mem.gc_scheduler import GCScheduler
 
 OUT_OF_REACH = 2**31 - 1
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sanaa_async_mem.errors import ConfigurationError, PoolError
-from sanaa_async_mem.keyed_pool import MemoryPool, create_large_object_pool
+from sanaa_async_mem.pools.keyed import MemoryPool, create_large_object_pool
 
 
 class Obj:
@@ -561,7 +561,7 @@ def test_trim_keep_disposes_the_oldest_beyond_the_count() -> None:
 
 
 def test_trim_older_than_uses_idle_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sanaa_async_mem.keyed_pool as kp
+    import sanaa_async_mem.pools.keyed as kp
 
     now = [1000.0]
     monkeypatch.setattr(kp, "_now", lambda: now[0])

@@ -13,7 +13,7 @@ import pytest
 
 from sanaa_async_mem._stats import Histogram
 from sanaa_async_mem.errors import ConfigurationError
-from sanaa_async_mem.loop_lag import LoopLagMonitor, record_lag
+from sanaa_async_mem.loop_monitor import LoopLagMonitor, record_lag
 
 
 def counts_at_least(histogram: Histogram, value: float) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sanaa_async_mem.errors import ConfigurationError
-from sanaa_async_mem.monitor import (
+from sanaa_async_mem.memory.monitor import (
     get_function_memory_stats,
     monitor_function_memory,
     reset_function_memory_stats,

@@ -19,7 +19,7 @@ from sanaa_async_mem.errors import (
     PoolExhausted,
     PoolTimeout,
 )
-from sanaa_async_mem.pool import AsyncPool
+from sanaa_async_mem.pools.pool import AsyncPool
 
 pytestmark = pytest.mark.both_loops
 
@@ -863,7 +863,7 @@ async def test_pop_stats_resets_counters_not_sizes() -> None:
 
 
 async def test_wait_and_use_times_are_all_counted_across_bulk_folds() -> None:
-    from sanaa_async_mem import pool as pool_module
+    from sanaa_async_mem.pools import pool as pool_module
 
     rounds = pool_module._FOLD_AT * 2 + 7  # crosses the bulk folding of samples twice, with some left over
     async with AsyncPool(Conn, max_size=2) as pool:
@@ -925,4 +925,3 @@ async def test_no_reference_cycles_keep_a_closed_pool_alive() -> None:
     del pool
     gc.collect()
     assert ref() is None
-

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from sanaa_async_mem.errors import PoolClosed, PoolTimeout
-from sanaa_async_mem.pool import AsyncPool
+from sanaa_async_mem.pools.pool import AsyncPool
 
 try:
     import uvloop

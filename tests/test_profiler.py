@@ -16,9 +16,9 @@ import pytest
 
 from sanaa_async_mem.config import Settings
 from sanaa_async_mem.errors import ConfigurationError
-from sanaa_async_mem.profiler import MemoryAlert, MemoryProfiler
-from sanaa_async_mem.snapshots import read_snapshots
-from sanaa_async_mem.trend import TrendAnalyzer
+from sanaa_async_mem.memory.profiler import MemoryAlert, MemoryProfiler
+from sanaa_async_mem.memory.snapshots import read_snapshots
+from sanaa_async_mem.memory.trend import TrendAnalyzer
 
 
 def profiler_tasks() -> list[asyncio.Task[Any]]:
@@ -308,7 +308,7 @@ async def _agen() -> AsyncIterator[int]:  # pragma: no cover - keeps AsyncIterat
 
 
 def test_analysis_work_stays_bounded_however_long_the_history() -> None:
-    from sanaa_async_mem.snapshots import MemorySnapshot
+    from sanaa_async_mem.memory.snapshots import MemorySnapshot
 
     p = MemoryProfiler(history=3600, interval=1.0)
     for i in range(5000):

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from sanaa_async_mem.errors import ConfigurationError, PoolTimeout, ResourceError
-from sanaa_async_mem.pool import AsyncPool
-from sanaa_async_mem.resources import (
+from sanaa_async_mem.pools.pool import AsyncPool
+from sanaa_async_mem.resources.manager import (
     MAX_PURPOSES,
     NO_PURPOSE,
     OTHER_PURPOSES,

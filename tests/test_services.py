@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sanaa_async_mem.adapters import asyncpg_pool, redis_pool
-from sanaa_async_mem.resources import ResourceManager
+from sanaa_async_mem.resources.adapters import asyncpg_pool, redis_pool
+from sanaa_async_mem.resources.manager import ResourceManager
 
 WORKERS = 40
 POOL_SIZE = 8

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sanaa_async_mem.snapshots import (
+from sanaa_async_mem.memory.snapshots import (
     MemorySnapshot,
     SnapshotStore,
     TopConsumer,
@@ -110,7 +110,7 @@ async def test_fsync_mode_writes_the_same_records(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import asyncio, sys
-    from sanaa_async_mem.snapshots import MemorySnapshot, SnapshotStore, TopConsumer
+    from sanaa_async_mem.memory.snapshots import MemorySnapshot, SnapshotStore, TopConsumer
 
     async def main(path):
         async with SnapshotStore(path) as store:

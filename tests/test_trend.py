@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sanaa_async_mem.errors import ConfigurationError
-from sanaa_async_mem.trend import TrendAnalyzer, analyze_trend, theil_sen, time_to_limit
+from sanaa_async_mem.memory.trend import TrendAnalyzer, analyze_trend, theil_sen, time_to_limit
 
 SIGMA = 64 * 1024  # RSS jitter of a quiet service sampled at 1 Hz
 BASE = 100e6

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sanaa_async_mem.errors import ConfigurationError
-from sanaa_async_mem.weak_cache import WeakReferenceCache
+from sanaa_async_mem.pools.weak_cache import WeakReferenceCache
 
 
 class User:

@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..snapshots import load_snapshots
+    from ..memory.snapshots import load_snapshots
     from .report import ReportError, analyze, load_summary, render_report
 
     try:

@@ -6,9 +6,9 @@ What runs, all in this process and all on 127.0.0.1:
   :class:`~sanaa_async_mem.resources.ResourceManager` pool: an embedded SQLite database in a temporary
   directory (aiosqlite), or PostgreSQL when ``dsn`` is given (asyncpg);
 * a load of ``clients`` keep-alive HTTP clients, bounded in time (``duration``) and count (``max_requests``);
-* the :class:`~sanaa_async_mem.profiler.MemoryProfiler` (snapshots every ``interval`` seconds, appended to a
-  JSON Lines log), the GC optimizer and :class:`~sanaa_async_mem.gc_scheduler.GCScheduler`, and the
-  :class:`~sanaa_async_mem.loop_lag.LoopLagMonitor`.
+* the :class:`~sanaa_async_mem.memory.MemoryProfiler` (snapshots every ``interval`` seconds, appended to a
+  JSON Lines log), the GC optimizer and :class:`~sanaa_async_mem.collector.GCScheduler`, and the
+  :class:`~sanaa_async_mem.loop_monitor.LoopLagMonitor`.
 
 With ``leak=True`` the handler keeps a record of every request for ever, so the leak detector fires.
 
@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._stats import Histogram, HistogramSnapshot
+from ..collector.optimizer import GarbageCollectionOptimizer
+from ..collector.scheduler import GCScheduler
 from ..errors import PoolTimeout
-from ..gc_optimizer import GarbageCollectionOptimizer
-from ..gc_scheduler import GCScheduler
-from ..loop_lag import LoopLagMonitor
-from ..pool import AsyncPool
-from ..profiler import MemoryAlert, MemoryProfiler
-from ..resources import ResourceManager
+from ..loop_monitor import LoopLagMonitor
+from ..memory.profiler import MemoryAlert, MemoryProfiler
+from ..pools.pool import AsyncPool
+from ..resources.manager import ResourceManager
 from ._http import HTTPClient, HTTPServer
 from ._view import make_view
 
@@ -114,7 +114,7 @@ class _Service:
 async def _sqlite_backend(
     directory: str, size: int
 ) -> tuple[AsyncPool[Any], Callable[[Any, int], Awaitable[Any]]]:
-    from ..adapters.aiosqlite import aiosqlite_pool
+    from ..resources.adapters.aiosqlite import aiosqlite_pool
 
     path = os.path.join(directory, "demo.sqlite3")
     import aiosqlite
@@ -134,7 +134,7 @@ async def _sqlite_backend(
 
 
 def _postgres_backend(dsn: str, size: int) -> tuple[AsyncPool[Any], Callable[[Any, int], Awaitable[Any]]]:
-    from ..adapters.asyncpg import asyncpg_pool
+    from ..resources.adapters.asyncpg import asyncpg_pool
 
     async def query(conn: Any, item: int) -> Any:
         # generate_series stands in for a table, so the demo creates nothing in the user's database.

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..snapshots import MemorySnapshot, load_snapshots
-from ..trend import TrendAnalyzer, TrendVerdict
+from ..memory.snapshots import MemorySnapshot, load_snapshots
+from ..memory.trend import TrendAnalyzer, TrendVerdict
 
 MIB = 1048576.0
 

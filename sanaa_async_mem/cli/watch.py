@@ -28,8 +28,8 @@ from typing import Any, TextIO
 
 import psutil
 
-from ..snapshots import MemorySnapshot
-from ..trend import TrendAnalyzer, TrendVerdict
+from ..memory.snapshots import MemorySnapshot
+from ..memory.trend import TrendAnalyzer, TrendVerdict
 from ._view import make_view
 
 EXIT_OK = 0

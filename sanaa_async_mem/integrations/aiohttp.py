@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from ..optimizer import MemoryOptimizer
-from ..resources import ResourceManager
+from ..resources.manager import ResourceManager
 
 __all__ = ["OPTIMIZER_KEY", "RESOURCES_KEY", "gc_request_middleware", "memory_cleanup_ctx", "setup"]
 
@@ -41,7 +41,7 @@ def memory_cleanup_ctx(
     """A ``cleanup_ctx`` entry running ``optimizer`` (an instance, or a factory called on each startup).
 
     Startup errors propagate after what was started is stopped; shutdown stops the optimizer and closes
-    its resource manager (raising :class:`~sanaa_async_mem.resources.ResourceCleanupError` if a cleanup
+    its resource manager (raising :class:`~sanaa_async_mem.errors.ResourceCleanupError` if a cleanup
     failed, which aiohttp collects and reports).
     """
 

@@ -38,7 +38,7 @@ from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Obs
 
 from .._stats import HistogramSnapshot
 from ..optimizer import MemoryOptimizer
-from ..pool import PoolStats
+from ..pools.pool import PoolStats
 
 __all__ = ["POOL_NAME", "PoolInstruments", "instrument_pools"]
 

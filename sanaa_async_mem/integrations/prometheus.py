@@ -33,8 +33,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .._logging import get_logger
 from .._stats import HistogramSnapshot
 from ..config import seconds
-from ..keyed_pool import MemoryPool
 from ..optimizer import MemoryOptimizer
+from ..pools.keyed import MemoryPool
 
 __all__ = ["MultiprocessExporter", "SanaaCollector", "prometheus_buckets"]
 

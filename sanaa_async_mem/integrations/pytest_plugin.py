@@ -17,7 +17,7 @@ How growth is measured, and why: the slope is the trend module's Theil-Sen slope
 slopes between every pair of runs) with the iteration number as x axis, so the verdict does not depend on
 the machine's speed or load. The median ignores one-off steps (a list or dict resizing, a free list
 growing) and a cache that fills during part of the measurement, as long as it is flat for most of it; the
-second-half slope rejects growth that has stopped. The full :class:`~sanaa_async_mem.trend.TrendAnalyzer`
+second-half slope rejects growth that has stopped. The full :class:`~sanaa_async_mem.memory.TrendAnalyzer`
 is not used here: its significance test and change-point scan assume measurement noise, and traced bytes
 after a collection have almost none, so a wiggle of a few bytes on an exact line reads as a break and a
 steady leak can be cut down to "insufficient data". Tracing is exact, so the slope needs no confidence
@@ -138,7 +138,7 @@ def check_for_leak(body: Callable[[], Any], options: LeakCheck) -> str | None:
     If tracemalloc is already tracing it is left running (and its traces are shared); otherwise it is
     started here and stopped at the end.
     """
-    from ..trend import theil_sen  # imported when used: auto-loading the plugin stays cheap
+    from ..memory.trend import theil_sen  # imported when used: auto-loading the plugin stays cheap
 
     started = not tracemalloc.is_tracing()
     if started:

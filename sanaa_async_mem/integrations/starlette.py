@@ -30,7 +30,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from ..gc_scheduler import GCScheduler
+from ..collector.scheduler import GCScheduler
 from ..optimizer import MemoryOptimizer
 
 __all__ = ["OPTIMIZER_STATE_KEY", "RESOURCES_STATE_KEY", "GCRequestMiddleware", "memory_lifespan"]

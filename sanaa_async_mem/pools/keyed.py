@@ -36,9 +36,9 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast, overload
 
-from ._logging import get_logger
-from .config import Settings, positive_int, seconds
-from .errors import ConfigurationError, PoolError
+from .._logging import get_logger
+from ..config import Settings, positive_int, seconds
+from ..errors import ConfigurationError, PoolError
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")

@@ -43,8 +43,8 @@ from collections.abc import Iterable, Sequence
 from statistics import NormalDist
 from typing import Any, Literal
 
-from .config import fraction, positive_int, positive_number, seconds
-from .errors import ConfigurationError
+from ..config import fraction, positive_int, positive_number, seconds
+from ..errors import ConfigurationError
 
 Status = Literal["insufficient_data", "stable", "growing", "leak"]
 

@@ -1,6 +1,6 @@
 """Adapters: the right factory, check, reset, close and ``discard_on`` for each client library.
 
-Each function returns an :class:`~sanaa_async_mem.pool.AsyncPool` of that library's connections (register
+Each function returns an :class:`~sanaa_async_mem.pools.AsyncPool` of that library's connections (register
 it with a :class:`~sanaa_async_mem.resources.ResourceManager` or use it alone). The library is imported
 only when the function is called, so the core needs none of them; a missing one raises ``ImportError``
 naming the extra to install (``pip install 'sanaa-async-mem[asyncpg]'``, ...).

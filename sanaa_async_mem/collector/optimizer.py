@@ -28,10 +28,10 @@ from typing import Any, Literal, TypeVar
 
 import psutil
 
-from ._logging import get_logger
-from ._stats import Histogram, HistogramSnapshot
-from .config import Settings, positive_int, seconds
-from .errors import ConfigurationError, GCError
+from .._logging import get_logger
+from .._stats import Histogram, HistogramSnapshot
+from ..config import Settings, positive_int, seconds
+from ..errors import ConfigurationError, GCError
 
 _log = get_logger("gc")
 
@@ -445,7 +445,7 @@ class GarbageCollectionOptimizer:
 
         Thresholds: the young threshold becomes the larger of ``GC_COLLECTION_THRESHOLD`` and the
         interpreter's default (700 on 3.11/3.12, 2000 on 3.13); the older ones are kept (full collections
-        are the :class:`~sanaa_async_mem.gc_scheduler.GCScheduler`'s business), or pass ``thresholds``. With
+        are the :class:`~sanaa_async_mem.collector.GCScheduler`'s business), or pass ``thresholds``. With
         ``startup_complete=True`` the startup heap is collected once and frozen (``gc.freeze()``), so full
         collections no longer scan it; call it when the application has finished loading and before it
         serves. Also starts pause recording (:attr:`pauses`).
@@ -597,7 +597,7 @@ class GarbageCollectionOptimizer:
 
         Async because cleanup callbacks may be ``async def``. The collection itself is synchronous and
         blocks the event loop for its duration (a full collection of 1e6 unfrozen containers takes
-        ~150 ms); to keep it off request time use :class:`~sanaa_async_mem.gc_scheduler.GCScheduler`.
+        ~150 ms); to keep it off request time use :class:`~sanaa_async_mem.collector.GCScheduler`.
         Runs even while GC is disabled. Cancellation: only while awaiting async callbacks; once the
         collection starts it completes. Raises ConfigurationError for a bad ``generation``.
         """

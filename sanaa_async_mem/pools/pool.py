@@ -51,10 +51,10 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from . import config
-from ._logging import get_logger
-from ._stats import Histogram, HistogramSnapshot
-from .errors import ConfigurationError, PoolClosed, PoolError, PoolExhausted, PoolTimeout
+from .. import config
+from .._logging import get_logger
+from .._stats import Histogram, HistogramSnapshot
+from ..errors import ConfigurationError, PoolClosed, PoolError, PoolExhausted, PoolTimeout
 
 __all__ = ["AsyncPool", "PoolStats"]
 
@@ -1068,8 +1068,10 @@ class AsyncPool(Generic[T]):
         now = _now()
         max_idle = self._max_idle
         self._drop_idle(
-            lambda entry, surplus: entry.expires_at <= now
-            or (max_idle is not None and surplus > 0 and now - entry.last_used >= max_idle)
+            lambda entry, surplus: (
+                entry.expires_at <= now
+                or (max_idle is not None and surplus > 0 and now - entry.last_used >= max_idle)
+            )
         )
         self._grow()
 

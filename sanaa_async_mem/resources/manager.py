@@ -5,8 +5,9 @@ A resource is registered under a name as one of two kinds, chosen explicitly (ne
 * **shared**: one object everybody uses (an ``aiohttp.ClientSession``, a client that pools internally).
   ``register_resource("http", session, cleanup)``. The object is passed positionally and is never called,
   even if it is callable.
-* **pool**: an :class:`~sanaa_async_mem.pool.AsyncPool` (e.g. from :mod:`sanaa_async_mem.adapters`), or
-  a factory the manager builds a pool from: ``register_resource("db", factory=connect, pool_options={...})``.
+* **pool**: an :class:`~sanaa_async_mem.pools.AsyncPool` (e.g. from
+  :mod:`sanaa_async_mem.resources.adapters`), or a factory the manager builds a pool from:
+  ``register_resource("db", factory=connect, pool_options={...})``.
   Each holder gets an object of its own.
 
 Every acquisition is counted per resource and per purpose (acquisitions, active, peak, waiting, errors,
@@ -47,11 +48,11 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal
 
-from . import config
-from ._logging import get_logger
-from ._stats import Histogram, HistogramSnapshot
-from .errors import ConfigurationError, PoolClosed, PoolTimeout, ResourceCleanupError, ResourceError
-from .pool import AsyncPool, PoolStats, _Lease
+from .. import config
+from .._logging import get_logger
+from .._stats import Histogram, HistogramSnapshot
+from ..errors import ConfigurationError, PoolClosed, PoolTimeout, ResourceCleanupError, ResourceError
+from ..pools.pool import AsyncPool, PoolStats, _Lease
 
 __all__ = [
     "PurposeStats",
@@ -114,7 +115,7 @@ class ResourceStats:
     ``active`` holders now, ``peak`` the most at once, ``waiting`` callers inside ``acquire`` that do not
     hold the object yet. ``errors`` counts failed acquisitions (other than timeouts) and blocks that
     raised an ``Exception``; ``timeouts`` acquisitions that timed out; ``cancelled`` acquisitions whose task
-    was cancelled while waiting. ``pool`` is the pool's own :class:`~sanaa_async_mem.pool.PoolStats` (its
+    was cancelled while waiting. ``pool`` is the pool's own :class:`~sanaa_async_mem.pools.PoolStats` (its
     ``discarded`` counts dead connections replaced) for pool resources, else None.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..pool import AsyncPool
+from ...pools.pool import AsyncPool
 from ._pool import reset_unless_clean
 from ._require import require
 

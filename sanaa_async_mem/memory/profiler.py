@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import psutil
 
-from ._logging import get_logger
-from ._stats import Histogram
-from .config import Settings, positive_int, positive_number, seconds
-from .errors import ConfigurationError
+from .._logging import get_logger
+from .._stats import Histogram
+from ..config import Settings, positive_int, positive_number, seconds
+from ..errors import ConfigurationError
 from .snapshots import MemorySnapshot, SnapshotStore, TopConsumer
 from .trend import TrendAnalyzer, TrendVerdict
 

@@ -27,8 +27,8 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar, overload
 
-from ._logging import get_logger
-from .errors import ConfigurationError
+from .._logging import get_logger
+from ..errors import ConfigurationError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -50,10 +50,10 @@ from typing import Literal
 
 import psutil
 
-from ._logging import get_logger
-from .config import Settings, fraction, positive_int, positive_number, seconds
-from .errors import ConfigurationError, GCError
-from .gc_optimizer import CollectorInfo, GarbageCollectionOptimizer, detect_collector
+from .._logging import get_logger
+from ..config import Settings, fraction, positive_int, positive_number, seconds
+from ..errors import ConfigurationError, GCError
+from .optimizer import CollectorInfo, GarbageCollectionOptimizer, detect_collector
 
 _log = get_logger("gc")
 
@@ -124,7 +124,7 @@ class GCScheduler:
     a full collection becomes due and at which it is forced; ``optimizer`` whose cleanup callbacks run on
     memory pressure; ``rss_reader`` returns the memory figure the cap is compared with (default: this
     process's RSS via psutil; a container may pass its cgroup usage); ``collector`` overrides
-    :func:`~sanaa_async_mem.gc_optimizer.detect_collector`.
+    :func:`~sanaa_async_mem.collector.detect_collector`.
 
     Call :meth:`start` after freezing the startup heap (``optimize_gc_settings(startup_complete=True)``):
     it counts the live unfrozen heap once, which is cheap only once the startup heap is frozen.

@@ -24,7 +24,7 @@ import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.text import AsyncTextIOWrapper
 
-from ._logging import get_logger
+from .._logging import get_logger
 
 log = get_logger("memory")
 

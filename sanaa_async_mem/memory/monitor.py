@@ -6,7 +6,7 @@ What is measured, precisely:
   and page-granular, and allocator caches hide small allocations: a positive delta means the process grew
   during the call, not that the call owns all of it.
 * ``traced_delta`` and ``traced_peak`` (only while tracemalloc is tracing, e.g. under a
-  :class:`~sanaa_async_mem.profiler.MemoryProfiler` with tracing on): traced bytes after minus before, and
+  :class:`~sanaa_async_mem.memory.MemoryProfiler` with tracing on): traced bytes after minus before, and
   the highest traced bytes during the call above the level at its start. The peak comes from
   ``tracemalloc.reset_peak()``/``get_traced_memory()``, so it is process-wide too, and the peak that
   tracemalloc reports to anyone else afterwards is the peak since the latest monitored call began.
@@ -33,9 +33,9 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 import psutil
 
-from ._logging import get_logger
-from .config import positive_int
-from .errors import ConfigurationError
+from .._logging import get_logger
+from ..config import positive_int
+from ..errors import ConfigurationError
 
 log = get_logger("memory")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ..pool import AsyncPool
+from ...pools.pool import AsyncPool
 from ._require import require
 
 __all__ = ["asyncpg_pool"]
@@ -93,7 +93,7 @@ def asyncpg_pool(
             conn.terminate()  # already broken: just drop the socket
 
     if reset not in ("rollback", "full", None):
-        from ..errors import ConfigurationError
+        from ...errors import ConfigurationError
 
         raise ConfigurationError("reset", reset, "must be 'rollback', 'full' or None")
     options: dict[str, Any] = {

@@ -1,0 +1,22 @@
+"""Pools: the wait queue, :class:`AsyncPool` on it, keyed object reuse and weak caches.
+
+* :class:`AsyncPool`: expensive objects (connections, sessions) handed out fairly, with awaitable,
+  time-limited, cancellation-safe acquire;
+* :class:`MemoryPool` / :func:`create_large_object_pool`: keyed reuse of objects that are costly to build;
+* :class:`WeakReferenceCache`: a cache that does not keep its values alive.
+"""
+
+from __future__ import annotations
+
+from .keyed import MemoryPool, MemoryPoolLease, create_large_object_pool
+from .pool import AsyncPool, PoolStats
+from .weak_cache import WeakReferenceCache
+
+__all__ = [
+    "AsyncPool",
+    "MemoryPool",
+    "MemoryPoolLease",
+    "PoolStats",
+    "WeakReferenceCache",
+    "create_large_object_pool",
+]

@@ -58,7 +58,7 @@ class GCError(SanaaError):
 
 
 class MemoryPressureError(SanaaError, MemoryError):
-    """Memory use crossed a configured limit (the spec's ``MemoryError``; catch it as ``MemoryError`` too)."""
+    """Memory use crossed a configured limit; catch it as ``MemoryError`` too."""
 
 
 __all__ = [

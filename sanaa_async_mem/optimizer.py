@@ -32,6 +32,7 @@ from typing import Any, Literal
 import psutil
 
 from ._logging import get_logger
+from ._process import process, rss
 from .collector.optimizer import GarbageCollectionOptimizer
 from .collector.scheduler import GCScheduler
 from .config import Settings, seconds
@@ -57,13 +58,6 @@ _gc_log = get_logger("gc")
 
 # The same value GCScheduler uses: the largest valid C int, so the interpreter never reaches it.
 _OUT_OF_REACH = 2**31 - 1
-
-_process = psutil.Process()
-
-
-def _rss() -> int:
-    return int(_process.memory_info().rss)
-
 
 # ------------------------------------------------------------------------------ memory_efficient_context
 
@@ -170,7 +164,7 @@ class MemoryEfficientContext:
     def __enter__(self) -> MemoryEfficientContext:
         if self._rss_before is not None:
             raise RuntimeError("this memory_efficient_context() is already open; make one per block")
-        self._rss_before = _rss()
+        self._rss_before = rss()
         self._entered_at = time.perf_counter()
         _DEFERRAL.enter()
         if self._scheduler is not None:
@@ -193,7 +187,7 @@ class MemoryEfficientContext:
             started = time.perf_counter()
             collected = gc.collect()
             collection_seconds = time.perf_counter() - started
-        self.result = MemoryDelta(before, _rss(), collected, collection_seconds, block_seconds, outermost)
+        self.result = MemoryDelta(before, rss(), collected, collection_seconds, block_seconds, outermost)
         _log.debug(
             "memory-efficient block: %+d bytes RSS, %d objects collected",
             self.result.delta,
@@ -216,7 +210,7 @@ class MemoryEfficientContext:
 
 
 def memory_efficient_context(*, collect: bool = True) -> MemoryEfficientContext:
-    """The spec's ``with memory_efficient_context():`` (or ``async with``); see MemoryEfficientContext.
+    """``with memory_efficient_context():`` (or ``async with``); see MemoryEfficientContext.
 
     Without an optimizer no scheduler is told about the block; use
     :meth:`MemoryOptimizer.memory_efficient_context` to make the GC scheduler wait for it too.
@@ -258,7 +252,7 @@ def _json_keys(d: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 class MemoryOptimizer:
-    """The spec's MemoryOptimizer: profiler, GC optimizer and scheduler, loop-lag monitor, resources.
+    """One object for a service's memory health: profiler, GC optimizer and scheduler, loop lag, resources.
 
     Configuration: ``settings`` (default :meth:`Settings.from_env`, i.e. ``MEMORY_SNAPSHOT_INTERVAL``,
     ``GC_OPTIMIZATION_ENABLED``, ``MEMORY_LEAK_THRESHOLD``, ``MEMORY_HIGH_USAGE_BYTES``, ...); any
@@ -452,7 +446,7 @@ class MemoryOptimizer:
         generation for its size (milliseconds with a large frozen heap) - not for hot paths.
         """
         vm = psutil.virtual_memory()
-        mem = _process.memory_info()
+        mem = process().memory_info()
         gc_stats = self.gc_optimizer.get_gc_stats()
         gc_stats["thresholds"] = list(gc_stats["thresholds"])
         gc_stats["counts"] = list(gc_stats["counts"])
@@ -500,7 +494,7 @@ class MemoryOptimizer:
         the collection itself blocks the loop until done. Raises ConfigurationError for a bad age.
         """
         age = seconds("pool_idle_age", pool_idle_age)
-        memory_before = _rss()
+        memory_before = rss()
         trimmed: dict[str, int] = {}
         # Trim first: disposing of pooled objects is what makes their memory collectable.
         for pool in self.pools:
@@ -513,7 +507,7 @@ class MemoryOptimizer:
             if managed is not None and managed.name not in trimmed:
                 trimmed[managed.name] = managed.trim_idle(older_than=age)
         result = await self.gc_optimizer.perform_optimized_collection(2)
-        memory_after = _rss()
+        memory_after = rss()
         out = {
             "memory_before": memory_before,
             "memory_after": memory_after,

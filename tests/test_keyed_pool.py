@@ -195,21 +195,21 @@ def test_bad_limits_raise_configuration_error_naming_parameter_and_value(
 
 
 @pytest.mark.parametrize("hook", ["reset", "dispose"])
-def test_non_callable_hooks_raise_type_error(hook: str) -> None:
-    with pytest.raises(TypeError, match=hook):
+def test_non_callable_hooks_raise_configuration_error(hook: str) -> None:
+    with pytest.raises(ConfigurationError, match=hook):
         MemoryPool(10, **{hook: "not callable"})
 
 
-def test_non_callable_factories_raise_type_error_and_leave_the_pool_unchanged() -> None:
-    with pytest.raises(TypeError, match="factories"):
+def test_non_callable_factories_raise_configuration_error_and_leave_the_pool_unchanged() -> None:
+    with pytest.raises(ConfigurationError, match="factories"):
         MemoryPool(10, factories={"k": 42})
     pool: MemoryPool[str, Obj] = MemoryPool(10)
     obj = Obj()
     pool.put("k", obj)
     before = snapshot(pool)
-    with pytest.raises(TypeError, match="factory"):
+    with pytest.raises(ConfigurationError, match="factory"):
         pool.set_factory("k", 42)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="factory"):
+    with pytest.raises(ConfigurationError, match="factory"):
         pool.lease("k", 42)  # type: ignore[arg-type]
     assert snapshot(pool) == before
 
@@ -219,7 +219,7 @@ async def test_aget_with_a_non_callable_factory_takes_nothing_from_the_pool() ->
     obj = Obj()
     pool.put("k", obj)
     before = snapshot(pool)
-    with pytest.raises(TypeError, match="factory"):
+    with pytest.raises(ConfigurationError, match="factory"):
         await pool.aget("k", 42)  # type: ignore[arg-type]
     assert snapshot(pool) == before
     assert pool.get("k") is obj
@@ -643,11 +643,11 @@ def test_create_large_object_pool_prefill() -> None:
     ("args", "kwargs", "error", "match"),
     [
         (("", bytearray, 5), {}, ConfigurationError, "name"),
-        (("x", "bytearray", 5), {}, TypeError, "factory"),
+        (("x", "bytearray", 5), {}, ConfigurationError, "factory"),
         (("x", bytearray, 0), {}, ConfigurationError, "size"),
         (("x", bytearray, 5), {"prefill": 6}, ConfigurationError, "prefill"),
         (("x", bytearray, 5), {"prefill": -1}, ConfigurationError, "prefill"),
-        (("x", bytearray, 5), {"dispose": 1}, TypeError, "dispose"),
+        (("x", bytearray, 5), {"dispose": 1}, ConfigurationError, "dispose"),
     ],
 )
 def test_create_large_object_pool_bad_input(

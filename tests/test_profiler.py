@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sanaa_async_mem._process import process as sanaa_process
 from sanaa_async_mem.config import Settings
 from sanaa_async_mem.errors import ConfigurationError
 from sanaa_async_mem.memory.profiler import MemoryAlert, MemoryProfiler
@@ -107,7 +108,8 @@ async def test_a_failing_snapshot_is_logged_and_counted_and_the_task_keeps_going
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     p = MemoryProfiler(interval=0.01)
-    real = p._process.memory_info
+    proc = sanaa_process()
+    real = proc.memory_info
     calls = {"n": 0}
 
     def flaky() -> Any:
@@ -116,7 +118,7 @@ async def test_a_failing_snapshot_is_logged_and_counted_and_the_task_keeps_going
             raise OSError("procfs unavailable")
         return real()
 
-    monkeypatch.setattr(p._process, "memory_info", flaky)
+    monkeypatch.setattr(proc, "memory_info", flaky)
     with caplog.at_level(logging.WARNING, logger="sanaa.memory"):
         async with p:
             await wait_for(lambda: p.ticks >= 3)

@@ -26,9 +26,8 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-import psutil
-
 from .._logging import get_logger
+from .._process import rss
 from .._stats import Histogram, HistogramSnapshot
 from ..config import Settings, positive_int, seconds
 from ..errors import ConfigurationError, GCError
@@ -148,10 +147,6 @@ class CleanupReport:
 
     ran: int
     failed: int
-
-
-def _rss() -> int:
-    return int(psutil.Process().memory_info().rss)
 
 
 # --------------------------------------------------------------------------------------------- GC pauses
@@ -413,7 +408,7 @@ class _Lifecycle:
 
 
 class GarbageCollectionOptimizer:
-    """The spec's GC optimizer.
+    """Tunes the collector for a service, and undoes it exactly.
 
     ``settings`` defaults to :meth:`Settings.from_env` (so ``GC_OPTIMIZATION_ENABLED`` and
     ``GC_COLLECTION_THRESHOLD`` apply). ``max_disable_duration`` (seconds) bounds every
@@ -604,7 +599,7 @@ class GarbageCollectionOptimizer:
         if isinstance(generation, bool) or not isinstance(generation, int) or not 0 <= generation <= 2:
             raise ConfigurationError("generation", generation, "must be 0, 1 or 2")
         report = await self.run_cleanup_callbacks("collection")
-        memory_before = _rss()
+        memory_before = rss()
         stats_before = gc.get_stats()
         started = time.perf_counter()
         try:
@@ -618,7 +613,7 @@ class GarbageCollectionOptimizer:
         g = min(generation, len(stats_after) - 1)
         collected = stats_after[g]["collected"] - stats_before[g]["collected"]
         uncollectable = stats_after[g]["uncollectable"] - stats_before[g]["uncollectable"]
-        memory_after = _rss()
+        memory_after = rss()
         _log.debug(
             "collected generation %d: %d objects in %.3f ms",
             generation,

@@ -48,9 +48,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Literal
 
-import psutil
-
 from .._logging import get_logger
+from .._process import rss
 from ..config import Settings, fraction, positive_int, positive_number, seconds
 from ..errors import ConfigurationError, GCError
 from .optimizer import CollectorInfo, GarbageCollectionOptimizer, detect_collector
@@ -164,13 +163,7 @@ class GCScheduler:
             memory_cap_bytes = (settings if settings is not None else Settings.from_env()).high_memory_bytes
         self.memory_cap_bytes = positive_int("memory_cap_bytes", memory_cap_bytes, minimum=0)
         self.optimizer = optimizer
-        if rss_reader is None:
-            process = psutil.Process()
-
-            def rss_reader() -> int:
-                return int(process.memory_info().rss)
-
-        self._rss_reader = rss_reader
+        self._rss_reader = rss if rss_reader is None else rss_reader
         self.collector = collector if collector is not None else detect_collector()
         self.mode: Mode = "deferred" if self.collector.kind == "generational" else "passive"
         self.in_flight = 0

@@ -31,9 +31,8 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-import psutil
-
 from .._logging import get_logger
+from .._process import rss
 from ..config import positive_int
 from ..errors import ConfigurationError
 
@@ -44,7 +43,6 @@ R = TypeVar("R")
 
 DEFAULT_THRESHOLD_BYTES = 1024 * 1024
 
-_process = psutil.Process()
 _lock = threading.Lock()
 # Monitored calls in flight, and a counter of call starts: together they tell a call whether any other
 # monitored call ran during it (in flight when it started, or started before it ended).
@@ -132,13 +130,13 @@ class _Call:
             self.traced0 = tracemalloc.get_traced_memory()[0]
         else:
             self.traced0 = 0
-        self.rss0 = _process.memory_info().rss
+        self.rss0 = rss()
         self.t0 = time.perf_counter()
 
     def close(self, raised: bool, threshold: int) -> CallMemory:
         global _active
         seconds = time.perf_counter() - self.t0
-        rss_delta = int(_process.memory_info().rss - self.rss0)
+        rss_delta = rss() - self.rss0
         traced_delta: int | None = None
         traced_peak: int | None = None
         if self.tracing and tracemalloc.is_tracing():

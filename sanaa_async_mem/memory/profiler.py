@@ -1,6 +1,6 @@
 """MemoryProfiler: a periodic snapshot task on the running loop, tiered tracing, trend verdicts and alerts.
 
-Tiers of cost (tracing makes allocation-heavy code 3-17x slower, ../shared/ANCHORS.md):
+Tiers of cost (tracing makes allocation-heavy code 3-17x slower):
 
 * always: RSS/VMS (``psutil.Process.memory_info``, ~10 us), system memory and GC counts, on the loop;
 * on request (``include_uss=True``): USS from ``memory_full_info`` (milliseconds on large processes),
@@ -38,6 +38,7 @@ from typing import Any, Literal
 import psutil
 
 from .._logging import get_logger
+from .._process import process
 from .._stats import Histogram
 from ..config import Settings, positive_int, positive_number, seconds
 from ..errors import ConfigurationError
@@ -162,7 +163,6 @@ class MemoryProfiler:
         else:
             self.store = SnapshotStore(store)
 
-        self._process = psutil.Process()
         self._history: collections.deque[MemorySnapshot] = collections.deque(maxlen=history)
         self._task: asyncio.Task[None] | None = None
         self._callbacks: list[AlertCallback] = []
@@ -321,7 +321,7 @@ class MemoryProfiler:
         before closing the store). An OSError from the store propagates (the periodic task counts it).
         """
         started = time.perf_counter()
-        mem = self._process.memory_info()
+        mem = process().memory_info()
         vm = psutil.virtual_memory()
         counts = gc.get_count()
         wall, mono = time.time(), time.monotonic()
@@ -333,7 +333,7 @@ class MemoryProfiler:
         on_loop = time.perf_counter() - started
         uss: int | None = None
         if self.include_uss:
-            full = await asyncio.to_thread(self._process.memory_full_info)
+            full = await asyncio.to_thread(process().memory_full_info)
             uss = int(full.uss)
         top: tuple[TopConsumer, ...] = ()
         if tracing:

@@ -114,7 +114,7 @@ class TrendVerdict:
 class TrendAnalyzer:
     """Judges (time, bytes) series. Immutable and thread-safe; one instance can serve many series.
 
-    ``threshold``: growth in bytes/s that counts as a leak (the spec's 1000 B/s by default).
+    ``threshold``: growth in bytes/s that counts as a leak (default 1000 B/s).
     ``confidence``: one-sided confidence of "it grows" (0.999 keeps repeated analyses of a flat series,
     once per tick for hours, from raising alarms). ``min_samples``/``min_span``: below these, the verdict
     is ``insufficient_data``. ``max_bins``: bound on the work per analysis. ``limit``: bytes for the

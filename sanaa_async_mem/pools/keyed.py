@@ -1,6 +1,6 @@
 """MemoryPool, a thread-safe keyed pool of idle objects, and :func:`create_large_object_pool`.
 
-The spec's "memory pool system": objects that are costly to build (large buffers, compiled structures,
+The memory pool system: objects that are costly to build (large buffers, compiled structures,
 clients) are put back after use and handed out again instead of being rebuilt.
 
 What the pool holds, and what its limits mean
@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast, overload
 
+from .._hooks import require_callable
 from .._logging import get_logger
 from ..config import Settings, positive_int, seconds
 from ..errors import ConfigurationError, PoolError
@@ -55,9 +56,8 @@ class _Missing(enum.Enum):
 _MISSING = _Missing.MISSING
 
 
-def _callable_or_none(name: str, value: object) -> Any:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, got {type(value).__name__} {value!r}")
+def _checked(name: str, value: Any) -> Any:
+    require_callable(name, value)
     return value
 
 
@@ -81,7 +81,7 @@ class MemoryPool(Generic[K, T]):
         async face (:meth:`aget`, :meth:`lease`) can use it. More can be added with :meth:`set_factory`.
 
     Raises :class:`~sanaa_async_mem.errors.ConfigurationError` (a ``ValueError``) for a limit that is not an
-    integer >= 1, and ``TypeError`` for a hook or factory that is not callable.
+    integer >= 1, and for a hook or factory that is not callable.
     """
 
     def __init__(
@@ -98,14 +98,14 @@ class MemoryPool(Generic[K, T]):
             max_size = Settings.from_env().pool_max_size
         self._max_size = positive_int("max_size", max_size)
         self._max_per_key = None if max_per_key is None else positive_int("max_per_key", max_per_key)
-        self._reset: Callable[[T], object] | None = _callable_or_none("reset", reset)
-        self._dispose: Callable[[T], object] | None = _callable_or_none("dispose", dispose)
+        self._reset: Callable[[T], object] | None = _checked("reset", reset)
+        self._dispose: Callable[[T], object] | None = _checked("dispose", dispose)
         if not isinstance(name, str) or not name:
             raise ConfigurationError("name", name, "must be a non-empty string")
         self._name = name
         self._factories: dict[K, Callable[[], T | Awaitable[T]]] = {}
         for key, factory in (factories or {}).items():
-            self._factories[key] = _callable_or_none(f"factories[{key!r}]", factory)
+            self._factories[key] = _checked(f"factories[{key!r}]", factory)
 
         # An RLock, not a Lock: a garbage collection triggered by an allocation inside a critical section can
         # run an object's __del__ that puts into this pool on the same thread. Critical sections allocate
@@ -157,7 +157,7 @@ class MemoryPool(Generic[K, T]):
         if factory is None:
             self._factories.pop(key, None)
             return
-        self._factories[key] = _callable_or_none("factory", factory)
+        self._factories[key] = _checked("factory", factory)
 
     # -- put -----------------------------------------------------------------------------------------------
 
@@ -345,10 +345,9 @@ class MemoryPool(Generic[K, T]):
         as ``lambda: asyncio.to_thread(build)``: the object it builds is adopted the same way). An idle
         object is returned without suspending.
 
-        Raises ``TypeError`` for a non-callable ``factory`` (before anything is taken from the pool).
+        Raises ConfigurationError for a non-callable ``factory`` (before anything is taken from the pool).
         """
-        if factory is not None and not callable(factory):
-            raise TypeError(f"factory must be callable or None, got {type(factory).__name__} {factory!r}")
+        require_callable("factory", factory)
         obj = self._take(key)
         if obj is not _MISSING:
             return obj
@@ -420,11 +419,11 @@ class MemoryPool(Generic[K, T]):
         or not (the ``reset`` hook decides whether it is fit to be pooled).
 
         Raises :class:`~sanaa_async_mem.errors.PoolError` on entry if the key has no idle object and there
-        is no factory, and ``TypeError`` at once for a non-callable ``factory``.
+        is no factory, and :class:`~sanaa_async_mem.errors.ConfigurationError` at once for a non-callable
+        ``factory``.
         Cancellation: as :meth:`aget` on entry; the exit never suspends, so the object always goes back.
         """
-        if factory is not None and not callable(factory):
-            raise TypeError(f"factory must be callable or None, got {type(factory).__name__} {factory!r}")
+        require_callable("factory", factory)
         return MemoryPoolLease(self, key, factory)
 
     def _no_factory(self, key: K) -> PoolError:
@@ -610,7 +609,7 @@ def create_large_object_pool(
     dispose: Callable[[T], object] | None = None,
     prefill: int = 0,
 ) -> MemoryPool[str, T]:
-    """A :class:`MemoryPool` for one kind of costly object, keyed by ``name`` (the spec's example)::
+    """A :class:`MemoryPool` for one kind of costly object, keyed by ``name``::
 
         pool = create_large_object_pool("database_connection", create_db_connection, 50)
         conn = pool.get("database_connection")     # an idle one, or a new one from the factory
@@ -621,13 +620,12 @@ def create_large_object_pool(
     kept; beyond that the oldest is evicted and passed to ``dispose``. ``prefill`` objects are built now, so
     the first callers hit (synchronous factories only).
 
-    Raises ConfigurationError for an empty ``name`` or a ``size``/``prefill`` out of range, TypeError for a
-    non-callable ``factory``, ``reset`` or ``dispose``.
+    Raises ConfigurationError for an empty ``name``, a ``size``/``prefill`` out of range, or a non-callable
+    ``factory``, ``reset`` or ``dispose``.
     """
     if not isinstance(name, str) or not name:
         raise ConfigurationError("name", name, "must be a non-empty string")
-    if not callable(factory):
-        raise TypeError(f"factory must be callable, got {type(factory).__name__} {factory!r}")
+    require_callable("factory", factory, allow_none=False)
     size = positive_int("size", size)
     prefill = positive_int("prefill", prefill, minimum=0)
     if prefill > size:

@@ -52,6 +52,8 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from .. import config
+from .._hooks import call as _call
+from .._hooks import require_callable
 from .._logging import get_logger
 from .._stats import Histogram, HistogramSnapshot
 from ..errors import ConfigurationError, PoolClosed, PoolError, PoolExhausted, PoolTimeout
@@ -77,19 +79,6 @@ _FOLD_AT = 256
 
 Factory = Callable[[], "T | Awaitable[T]"]
 Hook = Callable[[T], Any]
-
-
-async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a sync or async callable and return its result."""
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _callable_or_none(name: str, value: object) -> None:
-    if value is not None and not callable(value):
-        raise ConfigurationError(name, value, "must be a callable (sync or async) or None")
 
 
 class _Entry(Generic[T]):
@@ -343,10 +332,9 @@ class AsyncPool(Generic[T]):
         held_warning: float | None = None,
         maintenance_interval: float = 1.0,
     ) -> None:
-        if not callable(factory):
-            raise ConfigurationError("factory", factory, "must be a callable (sync or async)")
+        require_callable("factory", factory, allow_none=False)
         for hook_name, hook in (("check", check), ("reset", reset), ("close", close)):
-            _callable_or_none(hook_name, hook)
+            require_callable(hook_name, hook)
         self._max_size = config.positive_int("max_size", max_size)
         self._min_size = config.positive_int("min_size", min_size, minimum=0)
         if self._min_size > self._max_size:

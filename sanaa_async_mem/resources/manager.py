@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import inspect
 import threading
 import time
 from collections import deque
@@ -49,6 +48,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal
 
 from .. import config
+from .._hooks import call as _call
 from .._logging import get_logger
 from .._stats import Histogram, HistogramSnapshot
 from ..errors import ConfigurationError, PoolClosed, PoolTimeout, ResourceCleanupError, ResourceError
@@ -728,7 +728,7 @@ class ResourceManager:
             config.seconds("timeout", timeout)
         return _ManagedLease(self, name, purpose, timeout)
 
-    acquire_resource = acquire  # the spec's name for the same call
+    acquire_resource = acquire  # the original name of the same call, kept as an alias
 
     def acquire_from_thread(
         self, name: str, purpose: str | None = None, *, timeout: float | None = None
@@ -979,9 +979,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
-
-async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result

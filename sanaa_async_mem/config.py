@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,12 +30,37 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def positive_int(name: str, value: object, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or ConfigurationError naming ``name``."""
+#: The largest count any parameter may take: a C ``Py_ssize_t`` (deque lengths, list sizes).
+MAX_COUNT = sys.maxsize
+#: The largest value the interpreter's C ``int`` parameters take (``gc.set_threshold``).
+MAX_C_INT = 2**31 - 1
+
+
+def _as_float(name: str, value: object, kind: str) -> float:
+    """``value`` as a float, or ConfigurationError (never OverflowError: 10**400 is refused by name)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(name, value, f"must be {kind}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigurationError(name, _short(value), f"must be {kind} (this one is too large)") from None
+
+
+def _short(value: object) -> object:
+    # A 400-digit integer in an error message helps nobody: say how big it is instead.
+    if isinstance(value, int) and abs(value) > 10**30:
+        return f"<int of {len(str(abs(value)))} digits>"
+    return value
+
+
+def positive_int(name: str, value: object, *, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """``value`` as an int in [``minimum``, ``maximum``], or ConfigurationError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigurationError(name, value, f"must be an integer >= {minimum}")
     if value < minimum:
-        raise ConfigurationError(name, value, f"must be >= {minimum}")
+        raise ConfigurationError(name, _short(value), f"must be >= {minimum}")
+    if value > maximum:
+        raise ConfigurationError(name, _short(value), f"must be <= {maximum}")
     return value
 
 
@@ -44,9 +70,7 @@ def seconds(name: str, value: object, *, allow_none: bool = False, allow_zero: b
         if allow_none:
             return None
         raise ConfigurationError(name, value, "must be a number of seconds, not None")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(name, value, "must be a number of seconds")
-    v = float(value)
+    v = _as_float(name, value, "a number of seconds")
     if math.isnan(v) or math.isinf(v):
         raise ConfigurationError(name, value, "must be a finite number of seconds")
     if v < 0 or (v == 0 and not allow_zero):
@@ -63,9 +87,7 @@ def duration(name: str, value: object, *, allow_zero: bool = True) -> float:
 
 def positive_number(name: str, value: object) -> float:
     """A finite number > 0 (a rate, a size in bytes, a threshold)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(name, value, "must be a number > 0")
-    v = float(value)
+    v = _as_float(name, value, "a number > 0")
     if not math.isfinite(v) or v <= 0:
         raise ConfigurationError(name, value, "must be a finite number > 0")
     return v
@@ -73,19 +95,26 @@ def positive_number(name: str, value: object) -> float:
 
 def fraction(name: str, value: object) -> float:
     """A number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+    v = _as_float(name, value, "a number between 0 and 1")
+    if not 0.0 <= v <= 1.0:
         raise ConfigurationError(name, value, "must be a number between 0 and 1")
-    return float(value)
+    return v
 
 
-def _parse_int(var: str, raw: str) -> int:
+def _parse_int(var: str, raw: str, maximum: int = MAX_COUNT) -> int:
     try:
         value = int(raw.strip())
     except ValueError:
         value = 0
     if value < 1:
         raise ConfigurationError(var, raw, "must be an integer >= 1")
+    if value > maximum:
+        raise ConfigurationError(var, raw, f"must be an integer <= {maximum}")
     return value
+
+
+def _parse_c_int(var: str, raw: str) -> int:
+    return _parse_int(var, raw, MAX_C_INT)
 
 
 def _parse_float(var: str, raw: str) -> float:
@@ -150,7 +179,7 @@ class Settings:
             )
         positive_number("leak_threshold_bytes_per_second", self.leak_threshold_bytes_per_second)
         positive_int("high_memory_bytes", self.high_memory_bytes)
-        positive_int("gc_collection_threshold", self.gc_collection_threshold)
+        positive_int("gc_collection_threshold", self.gc_collection_threshold, maximum=MAX_C_INT)
 
 
 _ENV: dict[str, tuple[str, Any]] = {
@@ -159,7 +188,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "gc_optimization_enabled": ("GC_OPTIMIZATION_ENABLED", _parse_bool),
     "leak_threshold_bytes_per_second": ("MEMORY_LEAK_THRESHOLD", _parse_float),
     "high_memory_bytes": ("MEMORY_HIGH_USAGE_BYTES", _parse_int),
-    "gc_collection_threshold": ("GC_COLLECTION_THRESHOLD", _parse_int),
+    "gc_collection_threshold": ("GC_COLLECTION_THRESHOLD", _parse_c_int),
 }
 
 ENVIRONMENT_VARIABLES: tuple[str, ...] = tuple(var for var, _ in _ENV.values())

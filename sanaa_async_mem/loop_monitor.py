@@ -20,7 +20,7 @@ from types import TracebackType
 
 from ._logging import get_logger
 from ._stats import Histogram, HistogramSnapshot
-from .config import seconds
+from .config import duration
 
 _log = get_logger("loop")
 
@@ -71,7 +71,7 @@ class LoopLagMonitor:
     __slots__ = ("_expected", "_handle", "_loop", "histogram", "resolution")
 
     def __init__(self, resolution: float = 0.02, *, histogram: Histogram | None = None) -> None:
-        self.resolution = float(seconds("resolution", resolution, allow_zero=False) or 0.0)
+        self.resolution = duration("resolution", resolution, allow_zero=False)
         self.histogram = histogram if histogram is not None else Histogram()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None

@@ -22,23 +22,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import psutil
 
+from ._hooks import require_callable
 from ._logging import get_logger
 from ._process import process, rss
+from .alerts import Alert, AlertCallback, AlertDispatcher, AlertKind
 from .collector.optimizer import GarbageCollectionOptimizer
 from .collector.scheduler import GCScheduler
-from .config import Settings, seconds
-from .errors import ConfigurationError
+from .config import Settings, duration, seconds
 from .loop_monitor import LoopLagMonitor
-from .memory.profiler import MemoryAlert, MemoryProfiler
+from .memory.profiler import MemoryProfiler
 from .pools.keyed import MemoryPool
 from .pools.pool import AsyncPool, PoolStats
 from .resources.manager import ResourceManager
@@ -53,8 +53,6 @@ __all__ = [
 ]
 
 _log = get_logger("memory")
-_pool_log = get_logger("pool")
-_gc_log = get_logger("gc")
 
 # The same value GCScheduler uses: the largest valid C int, so the interpreter never reaches it.
 _OUT_OF_REACH = 2**31 - 1
@@ -218,29 +216,6 @@ def memory_efficient_context(*, collect: bool = True) -> MemoryEfficientContext:
     return MemoryEfficientContext(collect=collect)
 
 
-# ---------------------------------------------------------------------------------------------- alerts
-
-AlertKind = Literal["leak", "high_memory", "pool_exhausted", "held_too_long", "long_gc_pause"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Alert:
-    """One alert, as passed to the optimizer's ``alert_callback``.
-
-    ``fields`` are the structured fields of its log record (the ``extra`` keys, without the ``sanaa_``
-    prefix): e.g. ``pool``, ``exhausted``, ``timeouts`` for ``pool_exhausted``; ``generation``,
-    ``pauses``, ``threshold_seconds`` for ``long_gc_pause``. ``timestamp`` is ``time.time()``.
-    """
-
-    kind: AlertKind
-    message: str
-    fields: Mapping[str, Any]
-    timestamp: float
-
-
-AlertCallback = Callable[[Alert], Awaitable[None] | None]
-
-
 # ------------------------------------------------------------------------------------------- optimizer
 
 AnyPool = AsyncPool[Any] | MemoryPool[Any, Any]
@@ -301,25 +276,28 @@ class MemoryOptimizer:
             settings.validate()
         self.settings = settings
         self.gc_optimizer = GarbageCollectionOptimizer(settings)
-        self.profiler = MemoryProfiler(settings=settings, **dict(profiler_options or {}))
+        #: The one alert path: the profiler's memory alerts and the pool/GC alerts checked here.
+        self.alerts = AlertDispatcher()
+        options = dict(profiler_options or {})
+        options.setdefault("alerts", self.alerts)
+        self.profiler = MemoryProfiler(settings=settings, **options)
         self.gc_scheduler: GCScheduler | None = (
             GCScheduler(optimizer=self.gc_optimizer, settings=settings, **dict(scheduler_options or {}))
             if schedule_gc and settings.gc_optimization_enabled
             else None
         )
-        self.lag_monitor = LoopLagMonitor(float(seconds("lag_resolution", lag_resolution) or 0.02))
+        self.lag_monitor = LoopLagMonitor(duration("lag_resolution", lag_resolution, allow_zero=False))
         self.resource_manager = resource_manager if resource_manager is not None else ResourceManager()
         self.pools: list[AnyPool] = list(pools)
         self.freeze_startup_heap = freeze_startup_heap
-        if alert_callback is not None and not callable(alert_callback):
-            raise ConfigurationError("alert_callback", alert_callback, "must be callable or None")
+        require_callable("alert_callback", alert_callback)
         self.alert_callback = alert_callback
-        self.long_gc_pause = float(seconds("long_gc_pause", long_gc_pause, allow_zero=False) or 0.1)
-        self.alert_interval = float(seconds("alert_interval", alert_interval, allow_zero=False) or 1.0)
-        self.profiler.add_alert_callback(self._forward_memory_alert)
+        if alert_callback is not None:
+            self.alerts.add_callback(alert_callback)
+        self.long_gc_pause = duration("long_gc_pause", long_gc_pause, allow_zero=False)
+        self.alert_interval = duration("alert_interval", alert_interval, allow_zero=False)
         self._running = False
         self._alert_task: asyncio.Task[None] | None = None
-        self._alert_tasks: set[asyncio.Task[Any]] = set()
         self._seen_pools: dict[str, tuple[int, int, int]] = {}
         self._seen_long_pauses: dict[int, int] = {}
 
@@ -383,8 +361,7 @@ class MemoryOptimizer:
             await self.profiler.stop_profiling()
             if task is not None:
                 await asyncio.wait({task})
-            if self._alert_tasks:
-                await asyncio.wait(set(self._alert_tasks), timeout=5.0)
+            await self.alerts.drain(5.0)
         finally:
             try:
                 if self.gc_scheduler is not None:
@@ -586,8 +563,7 @@ class MemoryOptimizer:
                     "max_size": st.max_size,
                 }
                 alerts.append(
-                    self._alert(
-                        _pool_log,
+                    self.alerts.emit(
                         "pool_exhausted",
                         f"pool {name}: {new_refused} acquisitions timed out or were refused "
                         f"({st.in_use}/{st.max_size} in use, {st.waiting} waiting)",
@@ -597,11 +573,11 @@ class MemoryOptimizer:
             if st.held_too_long > held:
                 # The pool logged each one already (with the holder's stack): only the callback is told.
                 alerts.append(
-                    self._alert(
-                        None,
+                    self.alerts.emit(
                         "held_too_long",
                         f"pool {name}: {st.held_too_long - held} objects held too long",
                         {"pool": name, "held_too_long": st.held_too_long},
+                        log=False,
                     )
                 )
         for gen, n in self._long_pauses().items():
@@ -610,8 +586,7 @@ class MemoryOptimizer:
             if n > seen:
                 snap = self.gc_optimizer.pauses.snapshot()[gen]
                 alerts.append(
-                    self._alert(
-                        _gc_log,
+                    self.alerts.emit(
                         "long_gc_pause",
                         f"{n - seen} generation-{gen} GC pauses of at least {self.long_gc_pause:g} s "
                         f"(longest so far {snap.max:.3g} s)",
@@ -624,42 +599,6 @@ class MemoryOptimizer:
                     )
                 )
         return alerts
-
-    def _alert(self, logger: Any, kind: AlertKind, message: str, fields: Mapping[str, Any]) -> Alert:
-        alert = Alert(kind, message, dict(fields), time.time())
-        if logger is not None:
-            extra = {f"sanaa_{k}": v for k, v in fields.items()}
-            extra["sanaa_alert"] = kind
-            logger.warning("%s", message, extra=extra)
-        self._deliver(alert)
-        return alert
-
-    def _forward_memory_alert(self, alert: MemoryAlert) -> None:
-        # The profiler has logged it already; the optimizer's callback hears of it in the same shape.
-        fields: dict[str, Any] = {"value": alert.value, "threshold": alert.threshold}
-        if alert.verdict is not None:
-            fields["slope_bytes_per_second"] = alert.verdict.slope
-        self._deliver(Alert(alert.kind, alert.message, fields, alert.timestamp))
-
-    def _deliver(self, alert: Alert) -> None:
-        callback = self.alert_callback
-        if callback is None:
-            return
-        try:
-            result = callback(alert)
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._alert_tasks.add(task)
-                task.add_done_callback(self._alert_done)
-        except Exception:
-            _log.exception("alert callback %r failed", callback, extra={"sanaa_alert": alert.kind})
-
-    def _alert_done(self, task: asyncio.Task[Any]) -> None:
-        self._alert_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _log.error(
-                "async alert callback failed", exc_info=task.exception(), extra={"sanaa_alert": "callback"}
-            )
 
     def memory_efficient_context(self, *, collect: bool = True) -> MemoryEfficientContext:
         """:func:`memory_efficient_context` that also holds this optimizer's GC scheduler off the block."""

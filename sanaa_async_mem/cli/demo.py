@@ -230,7 +230,7 @@ def _frame(
         "trend_status": verdict.status,
         "trend_slope": verdict.slope if verdict.status != "insufficient_data" else None,
         "trend_source": profiler.get_memory_report()["trend_source"],
-        "leak_alert": any(a.kind == "leak" for a in profiler.alerts),
+        "leak_alert": any(a.kind == "leak" for a in profiler.recent_alerts),
         "gc_full_collections": sum(sched.full_collections.values()),
         "gc_max_pause": optimizer.pauses.max_pause,
         "gc_total_pause": optimizer.pauses.total_seconds,
@@ -262,6 +262,8 @@ async def _run(options: DemoOptions, out: TextIO) -> dict[str, Any]:
             store=paths["log"],
             warmup=1.0,
             top_n=10,
+            # Short: tracing slows the service down, and the demo is short.
+            trace_interval=max(0.3, 2 * options.interval),
             # Two verdicts in a row, not three: when tracing starts automatically the service slows down,
             # the analyzer sees a change point and needs fresh samples; a short demo must still alert.
             persistence=2,

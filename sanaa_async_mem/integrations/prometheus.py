@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from .._logging import get_logger
 from .._stats import HistogramSnapshot
-from ..config import seconds
+from ..config import duration
 from ..optimizer import MemoryOptimizer
 from ..pools.keyed import MemoryPool
 
@@ -241,7 +241,7 @@ class MultiprocessExporter:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.optimizer = optimizer
-        self.interval = float(seconds("interval", interval, allow_zero=False) or 5.0)
+        self.interval = duration("interval", interval, allow_zero=False)
         self._task: asyncio.Task[None] | None = None
         self._last: dict[tuple[str, tuple[str, ...]], float] = {}
         kw: dict[str, Any] = {} if registry is None else {"registry": registry}

@@ -1,24 +1,29 @@
-"""MemoryProfiler: a periodic snapshot task on the running loop, tiered tracing, trend verdicts and alerts.
+"""MemoryProfiler: the sampling loop that feeds the trend analyzer, stores snapshots and raises alerts.
 
-Tiers of cost (tracing makes allocation-heavy code 3-17x slower):
+Two cadences, both on the running event loop:
 
-* always: RSS/VMS (``psutil.Process.memory_info``, ~10 us), system memory and GC counts, on the loop;
-* on request (``include_uss=True``): USS from ``memory_full_info`` (milliseconds on large processes),
-  in a worker thread;
-* on request (``trace=True`` / :meth:`MemoryProfiler.start_tracing`) or automatically when the trend
-  analyzer sees significant growth: tracemalloc, with the top consumers and their difference from the
-  previous traced snapshot computed in a worker thread. Automatic tracing stops again once it has
-  captured its evidence (``evidence_snapshots`` traced snapshots).
+* a **cheap sample** (RSS via ``psutil.Process.memory_info``, ~10 us, and traced bytes while tracing) every
+  ``sample_interval`` seconds (1 s by default), whatever the snapshot interval: every sample feeds the
+  trend, so a service has a verdict within a couple of minutes of starting;
+* a **stored snapshot** every ``interval`` seconds (``MEMORY_SNAPSHOT_INTERVAL``, 60 s by default): the
+  full record (system memory, GC counts, USS if asked for, top consumers while tracing), kept in a ring of
+  ``history`` snapshots and appended to the store with the samples taken since the previous one and the
+  verdict at that moment.
 
-Which methods are ``async``: ``start_profiling``, ``stop_profiling``, ``take_snapshot``, ``start_tracing``
-and ``stop_tracing`` (they do I/O or run work in threads). ``analyze_memory_trends`` and
-``get_memory_report`` are plain methods: they only read the in-memory history and cost well under a
-millisecond, whatever the history length (the analyzer sees the history as 100-200 equal blocks of
-snapshots; ``python -m benchmarks.leak_bench`` measures the on-loop time per tick).
+The profiler composes small parts, each with one job: the trend series and the verdict it gives (the
+analyzer is pure and judges any series), the :class:`~sanaa_async_mem.memory.ring.SnapshotRing` (fixed
+memory: the profiler never reports its own bookkeeping as growth), the
+:class:`~sanaa_async_mem.memory.tracing.TracingController` (tracemalloc only when a leak is suspected or
+asked for; its statistics in a worker thread) and the :class:`~sanaa_async_mem.alerts.AlertDispatcher`
+(one alert path, shared with the optimizer when it runs one).
 
-A leak alert needs ``persistence`` consecutive leak verdicts; it fires once, and the episode ends after as
-many consecutive non-leak verdicts. A high-memory alert fires when RSS reaches ``high_memory_bytes`` and
-re-arms when RSS falls below 90% of it.
+The verdict is computed once per sample and cached: :meth:`MemoryProfiler.analyze_memory_trends`,
+:attr:`MemoryProfiler.verdict`, reports and metrics exporters read that object (an immutable reference,
+safe from any thread) instead of judging the history again.
+
+A leak alert needs ``persistence`` consecutive leak verdicts and fires once per episode; the episode ends
+after as many consecutive verdicts that are not a leak. A high-memory alert fires when RSS reaches
+``high_memory_bytes`` and re-arms when RSS falls below 90% of it.
 """
 
 from __future__ import annotations
@@ -27,86 +32,90 @@ import asyncio
 import collections
 import dataclasses
 import gc
-import inspect
 import os
+import socket
+import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
+import anyio
+import anyio.to_thread
 import psutil
 
 from .._logging import get_logger
 from .._process import process
 from .._stats import Histogram
-from ..config import Settings, positive_int, positive_number, seconds
+from .._version import __version__
+from ..alerts import Alert, AlertCallback, AlertDispatcher
+from ..config import Settings, duration, positive_int, positive_number, seconds
 from ..errors import ConfigurationError
-from .snapshots import MemorySnapshot, SnapshotStore, TopConsumer
+from .ring import SnapshotRing
+from .snapshots import MemorySnapshot, RunHeader, SnapshotStore, TopConsumer
+from .tracing import TracingController
 from .trend import TrendAnalyzer, TrendVerdict
+
+__all__ = ["AlertCallback", "MemoryAlert", "MemoryProfiler"]
 
 log = get_logger("memory")
 
-AlertKind = Literal["leak", "high_memory"]
+#: A memory alert is an :class:`~sanaa_async_mem.alerts.Alert` (``leak`` or ``high_memory``); the name is
+#: kept for code written against earlier versions.
+MemoryAlert = Alert
 
-# The analysis sees the history as between _POINTS and 2 * _POINTS equal blocks (bounded work per tick).
+# tracemalloc refuses more frames than this (a C unsigned short).
+_MAX_TRACE_FRAMES = 65535
+# Snapshots kept in memory at most (10 days at one per second).
+_MAX_HISTORY = 864_000
+# Samples carried by one stored record at most (the rest of a very long interval is thinned out).
+_MAX_UNSAVED = 3600
+
+# The analysis sees the history as between _POINTS and 2 * _POINTS equal blocks (bounded work per sample).
 _POINTS = 100
-
-# tracemalloc's own bookkeeping and the import machinery are not anyone's leak.
-_TRACE_FILTERS = (
-    tracemalloc.Filter(False, tracemalloc.__file__),
-    tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
-    tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
-    tracemalloc.Filter(False, "<unknown>"),
-)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MemoryAlert:
-    """One alert episode starting.
-
-    ``value``/``threshold`` are bytes/s for ``leak`` and bytes for ``high_memory``.
-    """
-
-    kind: AlertKind
-    message: str
-    value: float
-    threshold: float
-    timestamp: float
-    verdict: TrendVerdict | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "message": self.message,
-            "value": self.value,
-            "threshold": self.threshold,
-            "timestamp": self.timestamp,
-            "verdict": None if self.verdict is None else self.verdict.as_dict(),
-        }
-
-
-AlertCallback = Callable[[MemoryAlert], Awaitable[None] | None]
 
 
 class MemoryProfiler:
-    """Periodic memory snapshots on the running event loop, a trend verdict per snapshot, and alerts.
+    """Memory samples on the running event loop, a cached trend verdict, stored snapshots and alerts.
 
-    ``interval`` (seconds) defaults to ``MEMORY_SNAPSHOT_INTERVAL`` (60); thresholds default to the
-    settings (leak 1000 B/s, high memory 500 MiB). ``history`` bounds the ring buffer of snapshots kept in
-    memory (the trend is judged over it). ``store`` (a path or a :class:`SnapshotStore`) appends each
-    snapshot as a JSON line. ``persistence`` is how many consecutive leak verdicts make a leak alert.
-    ``warmup`` (seconds) is a grace period after the first snapshot in which no leak is reported (the
-    analyzer's ``min_span``). Bad values raise ConfigurationError naming the parameter.
+    Parameters (seconds, bytes; each validated, a bad value raises ConfigurationError naming it):
 
-    Use ``async with MemoryProfiler(...) as profiler:`` or ``await start_profiling()`` /
-    ``await stop_profiling()``. Not thread-safe: use it from the loop that started it.
+    interval
+        Seconds between stored snapshots (default ``MEMORY_SNAPSHOT_INTERVAL``, 60).
+    sample_interval
+        Seconds between cheap samples that feed the trend (default 1; never more than ``interval``).
+    history
+        Stored snapshots kept in memory (a fixed-size ring).
+    leak_threshold, high_memory_bytes
+        Default to the settings (``MEMORY_LEAK_THRESHOLD`` 1000 B/s, ``MEMORY_HIGH_USAGE_BYTES`` 500 MiB).
+    analyzer
+        A :class:`~sanaa_async_mem.memory.trend.TrendAnalyzer` (default: one with ``leak_threshold``).
+    store
+        A path or a :class:`SnapshotStore`: each stored snapshot is appended as a JSON line, after a header
+        recording this profiler's settings.
+    trace, auto_trace, trace_frames, top_n, evidence_snapshots, trace_interval
+        Trace from the start; trace automatically when a leak is suspected, ranking the top ``top_n``
+        lines every ``trace_interval`` seconds until ``evidence_snapshots`` rankings make the evidence (then
+        stop); tracemalloc's traceback depth.
+    include_uss
+        Measure USS at each stored snapshot (milliseconds on large processes; in a worker thread).
+    persistence
+        Consecutive leak verdicts that make a leak alert.
+    warmup
+        Seconds after the first sample in which no verdict is given (the analyzer's ``min_span``).
+    alerts
+        The :class:`~sanaa_async_mem.alerts.AlertDispatcher` alerts go through (default: a new one).
+
+    Use ``async with MemoryProfiler(...) as profiler:`` or ``await profiler.start()`` /
+    ``await profiler.stop()`` (``start_profiling``/``stop_profiling`` are the same). Not thread-safe: use it
+    from the loop that started it; :attr:`verdict` and :meth:`get_memory_report` may be read from any thread.
     """
 
     def __init__(
         self,
         *,
         interval: float | None = None,
+        sample_interval: float = 1.0,
         settings: Settings | None = None,
         history: int = 3600,
         leak_threshold: float | None = None,
@@ -118,15 +127,20 @@ class MemoryProfiler:
         trace_frames: int = 1,
         top_n: int = 10,
         evidence_snapshots: int = 3,
+        trace_interval: float = 10.0,
         include_uss: bool = False,
         persistence: int = 3,
         warmup: float = 0.0,
+        alerts: AlertDispatcher | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.interval = (
             self.settings.snapshot_interval
             if interval is None
-            else float(seconds("interval", interval, allow_zero=False) or 0.0)
+            else duration("interval", interval, allow_zero=False)
+        )
+        self.sample_interval = min(
+            duration("sample_interval", sample_interval, allow_zero=False), self.interval
         )
         self.leak_threshold = (
             self.settings.leak_threshold_bytes_per_second
@@ -138,11 +152,12 @@ class MemoryProfiler:
             if high_memory_bytes is None
             else positive_int("high_memory_bytes", high_memory_bytes)
         )
-        positive_int("history", history, minimum=4)
-        positive_int("trace_frames", trace_frames)
-        positive_int("top_n", top_n)
-        positive_int("evidence_snapshots", evidence_snapshots, minimum=2)
-        positive_int("persistence", persistence)
+        positive_int("history", history, minimum=4, maximum=_MAX_HISTORY)
+        positive_int("trace_frames", trace_frames, maximum=_MAX_TRACE_FRAMES)
+        positive_int("top_n", top_n, maximum=10_000)
+        positive_int("evidence_snapshots", evidence_snapshots, minimum=2, maximum=10_000)
+        self.trace_interval = duration("trace_interval", trace_interval, allow_zero=False)
+        positive_int("persistence", persistence, maximum=1_000_000)
         warm = seconds("warmup", warmup) or 0.0
         if analyzer is None:
             analyzer = TrendAnalyzer(
@@ -150,51 +165,42 @@ class MemoryProfiler:
             )
         elif not isinstance(analyzer, TrendAnalyzer):
             raise ConfigurationError("analyzer", analyzer, "must be a TrendAnalyzer")
+        if alerts is not None and not isinstance(alerts, AlertDispatcher):
+            raise ConfigurationError("alerts", alerts, "must be an AlertDispatcher or None")
         self.analyzer = analyzer
-        self.trace_frames = trace_frames
         self.top_n = top_n
         self.evidence_snapshots = evidence_snapshots
         self.include_uss = include_uss
         self.persistence = persistence
         self.auto_trace = auto_trace
         self._trace_requested = trace
-        if store is None or isinstance(store, SnapshotStore):
-            self.store = store
-        else:
-            self.store = SnapshotStore(store)
+        self.store = store if store is None or isinstance(store, SnapshotStore) else SnapshotStore(store)
+        self.alerts = alerts if alerts is not None else AlertDispatcher()
+        self.tracing = TracingController(frames=trace_frames, top_n=top_n)
+        self.ring = SnapshotRing(history)
 
-        self._history: collections.deque[MemorySnapshot] = collections.deque(maxlen=history)
         self._task: asyncio.Task[None] | None = None
-        self._callbacks: list[AlertCallback] = []
-        self._callback_tasks: set[asyncio.Task[Any]] = set()
         self._cleanup_tasks: set[asyncio.Future[None]] = set()
-        self._tracing_change: asyncio.Future[None] | None = None
         self._store_write: asyncio.Future[None] | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._series = _TrendSeries()
+        self._unsaved: list[tuple[float, int, int | None]] = []
         self._verdict: TrendVerdict | None = None
+        self._judged_seq = -1
         self._leak_run = 0
         self._clear_run = 0
         self._leak_alert_active = False
         self._high_alert_active = False
-        self._alerts: collections.deque[MemoryAlert] = collections.deque(maxlen=100)
-        # Tracing state: who started tracemalloc (so we never stop a trace the application started).
-        self._tracing_owned = False
-        self._trace_reason: str | None = None
-        self._auto_traced_snapshots = 0
+        self._auto_rankings = 0
         self._auto_trace_done = False
-        self._snapshots_since_evidence = 0
-        self._previous_trace: tracemalloc.Snapshot | None = None
-        self._trace_baseline: tracemalloc.Snapshot | None = None
-        self._series_source = "rss"
-        # The history as equal blocks of _block_size snapshots (see _series and _remember), oldest first.
-        self._seq = 0
-        self._block_size = 1
-        self._blocks: collections.deque[_Block] = collections.deque()
-        self._pending: list[MemorySnapshot] = []
+        self._samples_since_evidence = 0
+        self._next_rank = 0.0
         self._evidence: tuple[TopConsumer, ...] = ()
-        self._last_top: tuple[TopConsumer, ...] = ()
-        self.ticks = 0
+        self._header_written = False
+        self.ticks = 0  # stored snapshots taken
+        self.samples = 0  # cheap samples taken (stored snapshots included)
         self.failures = 0
-        # The sampler's own cost on the loop (seconds): measuring, and analysing + alerting.
+        # The sampler's own cost on the loop (seconds): measuring, and judging + alerting.
         self.snapshot_seconds = Histogram()
         self.analysis_seconds = Histogram()
 
@@ -202,37 +208,47 @@ class MemoryProfiler:
 
     @property
     def is_running(self) -> bool:
-        """True while the periodic snapshot task is alive."""
+        """True while the sampling task is alive."""
         return self._task is not None and not self._task.done()
 
-    async def start_profiling(self) -> None:
-        """Start the periodic snapshot task on the running loop (and tracing, if ``trace=True``).
+    running = is_running
+
+    async def start(self) -> None:
+        """Start the sampling task on the running loop (and tracing, if ``trace=True``).
 
         Calling it while running is a no-op: there is never a second task. Opens the store, if any
         (OSError if it cannot be opened). If cancelled while opening, nothing is started.
         """
         if self.is_running:
-            log.debug("start_profiling() while already running: ignored")
+            log.debug("start() while already running: ignored")
             return
         if self.store is not None:
             await self.store.open()
+            if not self._header_written:
+                await self.store.append(self.run_header())
+                self._header_written = True
         if self._trace_requested and not tracemalloc.is_tracing():
-            await self.start_tracing()
+            await self.tracing.start("requested")
         # Created last and without an await after it: a cancelled start leaves no task behind.
         self._task = asyncio.get_running_loop().create_task(self._run(), name="sanaa-memory-profiler")
         log.info(
-            "memory profiler started (interval %.3g s)",
+            "memory profiler started (samples every %.3g s, snapshots every %.3g s)",
+            self.sample_interval,
             self.interval,
-            extra={"sanaa_interval_seconds": self.interval},
+            extra={
+                "sanaa_interval_seconds": self.interval,
+                "sanaa_sample_interval_seconds": self.sample_interval,
+            },
         )
 
-    async def stop_profiling(self) -> None:
-        """Stop the snapshot task and wait until it has finished; then close the store and stop our tracing.
+    async def stop(self) -> None:
+        """Stop the sampling task and wait until it has finished; then write a last record (so the log ends
+        with the final verdict), close the store and stop our tracing.
 
-        Prompt: the task is cancelled wherever it is waiting. A no-op when not running. Pending async
-        alert callbacks get up to one interval (at most 5 s) to finish, then are cancelled. If this call
-        is itself cancelled, the caller gets CancelledError at once while the clean-up (task, callbacks,
-        tracing, store) still completes in a shielded task: nothing is left half-stopped.
+        Prompt: the task is cancelled wherever it is waiting. A no-op when not running. Pending async alert
+        callbacks get up to one interval (at most 5 s) to finish, then are cancelled. If this call is itself
+        cancelled, the caller gets CancelledError at once while the clean-up still completes in a shielded
+        task: nothing is left half-stopped.
         """
         task, self._task = self._task, None
         if task is not None:
@@ -242,23 +258,25 @@ class MemoryProfiler:
         cleanup.add_done_callback(self._cleanup_tasks.discard)
         await asyncio.shield(cleanup)
 
+    start_profiling = start
+    stop_profiling = stop
+
     async def _finish_stop(self, task: asyncio.Task[None] | None) -> None:
         if task is not None:
             # asyncio.wait, not await task: the task's own CancelledError is expected, not ours.
             await asyncio.wait({task})
-        if self._callback_tasks:
-            pending = set(self._callback_tasks)
-            _, still = await asyncio.wait(pending, timeout=min(self.interval, 5.0))
-            for t in still:
-                t.cancel()
-            if still:
-                await asyncio.wait(still)
-        if self._tracing_owned:
-            await self.stop_tracing()
-        elif self._tracing_change is not None and not self._tracing_change.done():
-            await self._tracing_change  # a stop begun by the cancelled task: wait until it is done
+        await self.alerts.drain(min(self.interval, 5.0))
+        if self.tracing.owned:
+            await self.tracing.stop()
+        else:
+            await self.tracing.wait_idle()
         if self._store_write is not None and not self._store_write.done():
             await asyncio.wait({self._store_write})  # the last record reaches the file before it closes
+        if task is not None and self.store is not None and self.store.is_open and self._unsaved:
+            try:
+                await self.store.append(self._record(self._measure_cheap(), ()))
+            except (OSError, ValueError) as exc:
+                log.warning("could not write the last snapshot record: %r", exc)
         if self.store is not None:
             await self.store.close()
         if task is not None:
@@ -268,105 +286,213 @@ class MemoryProfiler:
             )
 
     async def __aenter__(self) -> MemoryProfiler:
-        await self.start_profiling()
+        await self.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.stop_profiling()
+        await self.stop()
+
+    def run_header(self) -> RunHeader:
+        """The header a store gets before this profiler's first snapshot: where, when, with which settings."""
+        return RunHeader(
+            started=time.time(),
+            monotonic=time.monotonic(),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            python=sys.version.split()[0],
+            library=__version__,
+            settings=self.settings_record(),
+        )
+
+    def settings_record(self) -> dict[str, Any]:
+        """The settings that decide this profiler's verdicts, as plain data (recorded in the store)."""
+        return {
+            "leak_threshold": self.leak_threshold,
+            "high_memory_bytes": self.high_memory_bytes,
+            "interval": self.interval,
+            "sample_interval": self.sample_interval,
+            "persistence": self.persistence,
+            "analyzer": dataclasses.asdict(self.analyzer),
+        }
+
+    # --- the loop --------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        step = self.sample_interval
         next_at = loop.time()
+        next_snapshot = next_at
         while True:
-            next_at += self.interval
             delay = next_at - loop.time()
             if delay < 0:
                 # We fell behind (a blocked loop, a slow tick): skip the missed ticks instead of bursting.
                 next_at = loop.time()
                 delay = 0.0
             await asyncio.sleep(delay)
+            now = loop.time()
             try:
-                await self._tick()
+                # Half a step of tolerance, so a snapshot falls on the sample tick nearest its time.
+                if now >= next_snapshot - step / 2:
+                    next_snapshot = max(next_snapshot + self.interval, now + self.interval / 2)
+                    await self.take_snapshot()
+                else:
+                    self.sample()
+                await self._after_sample()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.failures += 1
                 log.warning(
-                    "memory snapshot failed (%d failures so far): %r",
+                    "memory sample failed (%d failures so far): %r",
                     self.failures,
                     exc,
                     exc_info=True,
                     extra={"sanaa_failures": self.failures},
                 )
+            next_at += step
 
-    async def _tick(self) -> None:
-        await self.take_snapshot()
+    def sample(self) -> TrendVerdict:
+        """Take one cheap sample now (RSS, traced bytes while tracing), judge the trend, raise alerts, and
+        return the verdict. Synchronous, on the caller's thread: ~10 us to measure plus the analysis."""
         started = time.perf_counter()
-        verdict = self.analyze_memory_trends()
+        rss = int(process().memory_info().rss)
+        traced = self.tracing.traced_memory()
+        self._add_sample(time.monotonic(), rss, None if traced is None else traced[0])
+        self.snapshot_seconds.record(time.perf_counter() - started)
+        return self._judge()
+
+    def _add_sample(self, mono: float, rss: int, traced: int | None) -> None:
+        self._series.append(mono, rss, traced)
+        if len(self._unsaved) >= _MAX_UNSAVED:
+            del self._unsaved[::2]  # thin out rather than grow: the record is a summary, not the source
+        self._unsaved.append((mono, rss, traced))
+        self.samples += 1
+
+    def _judge(self) -> TrendVerdict:
+        started = time.perf_counter()
+        verdict = self._analyze()
         self._check_alerts(verdict)
-        await self._auto_tracing(verdict)
         self.analysis_seconds.record(time.perf_counter() - started)
+        return verdict
+
+    def _analyze(self) -> TrendVerdict:
+        if self._verdict is not None and self._judged_seq == self.samples:
+            return self._verdict
+        ts, ys = self._series.series(self.analyzer.min_samples)
+        verdict = self.analyzer.analyze(ts, ys)
+        self._verdict = verdict
+        self._judged_seq = self.samples
+        return verdict
+
+    async def _after_sample(self) -> None:
+        """Automatic tracing: start when a leak is suspected, rank while it lasts, keep the evidence."""
+        verdict = self._verdict
+        if verdict is None:
+            return
+        suspected = verdict.significant and verdict.slope_high >= self.leak_threshold
+        self._samples_since_evidence += 1
+        if (
+            self._auto_trace_done
+            and not suspected
+            and self._clear_run >= self.persistence
+            and self._samples_since_evidence * self.sample_interval >= 600.0
+        ):
+            # The episode is over, and long enough ago that starting and stopping tracemalloc (which moves
+            # RSS by itself) cannot be what ended it: a new episode may be traced again.
+            self._auto_trace_done = False
+        if not self.auto_trace:
+            return
+        if self.tracing.reason == "suspected leak":
+            now = time.monotonic()
+            if now < self._next_rank:
+                return
+            self._next_rank = now + self.trace_interval
+            await self.tracing.rank()
+            self._auto_rankings += 1
+            if self._auto_rankings >= self.evidence_snapshots:
+                self._evidence = await self.tracing.evidence()
+                self._auto_trace_done = True
+                self._samples_since_evidence = 0
+                log.warning(
+                    "leak evidence captured: largest growth at %s",
+                    self._evidence[0].location if self._evidence else "<none>",
+                    extra={"sanaa_top_consumers": [c.as_dict() for c in self._evidence]},
+                )
+                await self.tracing.stop()
+            return
+        if suspected and not self._auto_trace_done and not tracemalloc.is_tracing():
+            self._auto_rankings = 0
+            self._next_rank = 0.0
+            await self.tracing.start("suspected leak")
 
     # --- snapshots ---------------------------------------------------------------------------------------
 
     async def take_snapshot(self) -> MemorySnapshot:
-        """Measure now, add the snapshot to the history (and the store), and return it.
+        """Measure now, keep the snapshot in the ring (and the store), judge the trend, and return it.
 
-        The cheap numbers are read on the loop; USS (if ``include_uss``) and tracemalloc statistics run in
-        a worker thread. Raises psutil/OS errors from the measurement. Cancellation: if cancelled before
-        the measurement completes, nothing is recorded; once it is in the history, its line is written to
-        the store even if the call is cancelled (the write is shielded, and ``stop_profiling`` waits for it
-        before closing the store). An OSError from the store propagates (the periodic task counts it).
+        The cheap numbers are read on the loop; USS (if ``include_uss``) and tracemalloc statistics run in a
+        worker thread (one at a time). Raises psutil/OS errors from the measurement. Cancellation: if
+        cancelled before the measurement completes, nothing is recorded; once it is kept, its line is written
+        to the store even if the call is cancelled (the write is shielded, and ``stop`` waits for it).
+        An OSError from the store propagates (the sampling task counts it and goes on).
         """
         started = time.perf_counter()
-        mem = process().memory_info()
-        vm = psutil.virtual_memory()
-        counts = gc.get_count()
-        wall, mono = time.time(), time.monotonic()
-        traced: int | None = None
-        peak: int | None = None
-        tracing = tracemalloc.is_tracing()
-        if tracing:
-            traced, peak = tracemalloc.get_traced_memory()
+        snap = self._measure_cheap()
         on_loop = time.perf_counter() - started
         uss: int | None = None
         if self.include_uss:
-            full = await asyncio.to_thread(process().memory_full_info)
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(1)
+            full = await anyio.to_thread.run_sync(process().memory_full_info, limiter=self._limiter)
             uss = int(full.uss)
         top: tuple[TopConsumer, ...] = ()
-        if tracing:
-            top, current_trace = await asyncio.to_thread(self._top_consumers, self._previous_trace)
-            if self._previous_trace is None:
-                self._trace_baseline = current_trace
-            self._previous_trace = current_trace
-            self._last_top = top
-        snap = MemorySnapshot(
-            timestamp=wall,
-            monotonic=mono,
+        if self.tracing.active:
+            top = await self.tracing.rank()
+        snap = dataclasses.replace(snap, uss=uss, top=top)
+        self.ring.append(snap)
+        self._add_sample(snap.monotonic, snap.rss, snap.traced)
+        self.ticks += 1
+        self.snapshot_seconds.record(on_loop)
+        self._judge()
+        if self.store is not None:
+            record = self._record(snap, top)
+            # Shielded, and chained after the previous write: a snapshot in the ring is in the file too,
+            # in order, even when the caller (or stop) cancels this call.
+            previous = self._store_write
+            write = asyncio.ensure_future(self._append_after(previous, self.store, record))
+            self._store_write = write
+            await asyncio.shield(write)
+        else:
+            self._unsaved.clear()
+        return snap
+
+    def _measure_cheap(self) -> MemorySnapshot:
+        mem = process().memory_info()
+        vm = psutil.virtual_memory()
+        traced = self.tracing.traced_memory()
+        return MemorySnapshot(
+            timestamp=time.time(),
+            monotonic=time.monotonic(),
             rss=int(mem.rss),
             vms=int(mem.vms),
-            uss=uss,
             system_total=int(vm.total),
             system_available=int(vm.available),
             system_percent=float(vm.percent),
-            gc_counts=tuple(counts),
-            traced=traced,
-            traced_peak=peak,
-            top=top,
+            gc_counts=tuple(gc.get_count()),
+            traced=None if traced is None else traced[0],
+            traced_peak=None if traced is None else traced[1],
         )
-        self._remember(snap)
-        self.ticks += 1
-        self.snapshot_seconds.record(on_loop)
-        if self.store is not None:
-            # Shielded, and chained after the previous write: a snapshot in the history is in the file
-            # too, in order, even when the caller (or stop_profiling) cancels this call.
-            previous = self._store_write
-            write = asyncio.ensure_future(self._append_after(previous, self.store, snap))
-            self._store_write = write
-            await asyncio.shield(write)
-        return snap
+
+    def _record(self, snap: MemorySnapshot, top: tuple[TopConsumer, ...]) -> MemorySnapshot:
+        """The stored form: the snapshot with the samples since the previous record and the verdict now."""
+        samples = tuple(self._unsaved)
+        self._unsaved.clear()
+        verdict = self._verdict
+        return dataclasses.replace(
+            snap, top=top, samples=samples, verdict=None if verdict is None else verdict.as_dict()
+        )
 
     @staticmethod
     async def _append_after(
@@ -376,36 +502,10 @@ class MemoryProfiler:
             await asyncio.wait({previous})
         await store.append(snap)
 
-    def _top_consumers(
-        self, previous: tracemalloc.Snapshot | None
-    ) -> tuple[tuple[TopConsumer, ...], tracemalloc.Snapshot | None]:
-        """Runs in a worker thread: take a traced snapshot and rank lines by size (with diffs)."""
-        if not tracemalloc.is_tracing():
-            return (), None
-        current = tracemalloc.take_snapshot().filter_traces(_TRACE_FILTERS)
-        if previous is not None:
-            stats = current.compare_to(previous, "lineno")
-            top = tuple(
-                TopConsumer(
-                    location=_location(s.traceback),
-                    size=s.size,
-                    count=s.count,
-                    size_diff=s.size_diff,
-                    count_diff=s.count_diff,
-                )
-                for s in sorted(stats, key=lambda s: (s.size_diff, s.size), reverse=True)[: self.top_n]
-            )
-        else:
-            top = tuple(
-                TopConsumer(location=_location(s.traceback), size=s.size, count=s.count)
-                for s in current.statistics("lineno")[: self.top_n]
-            )
-        return top, current
-
     @property
     def history(self) -> tuple[MemorySnapshot, ...]:
-        """The snapshots kept in memory, oldest first (at most ``history`` of them)."""
-        return tuple(self._history)
+        """The stored snapshots kept in memory, oldest first (at most ``history`` of them)."""
+        return self.ring.snapshots()
 
     # --- tracing -----------------------------------------------------------------------------------------
 
@@ -414,180 +514,65 @@ class MemoryProfiler:
         return tracemalloc.is_tracing()
 
     async def start_tracing(self, *, reason: str = "requested") -> None:
-        """Start tracemalloc (``trace_frames`` frames) unless something already traces; idempotent.
-
-        Tracing makes allocation-heavy code several times slower: turn it off with :meth:`stop_tracing`.
-        Cancellation: the start is shielded, so a cancelled call still leaves tracing on and owned by this
-        profiler (and :meth:`stop_profiling` turns it off).
-        """
-        if tracemalloc.is_tracing() or self._tracing_owned:
-            return
-        self._tracing_owned = True
-        self._trace_reason = reason
-        self._previous_trace = None
-        self._trace_baseline = None
-        await self._change_tracing(tracemalloc.start, self.trace_frames)
-        log.info("tracemalloc started (%s)", reason, extra={"sanaa_trace_reason": reason})
+        """Start tracemalloc unless something already traces; idempotent. Tracing makes allocation-heavy
+        code several times slower: turn it off with :meth:`stop_tracing`. Shielded: a cancelled call still
+        leaves tracing on and owned by this profiler (and :meth:`stop` turns it off)."""
+        await self.tracing.start(reason)
 
     async def stop_tracing(self) -> None:
         """Stop tracemalloc if this profiler started it (a trace the application started is left alone).
+        Shielded: completes even if the caller is cancelled."""
+        await self.tracing.stop()
 
-        Cancellation: the stop is shielded and completes even if the caller is cancelled.
-        """
-        if not self._tracing_owned:
-            return
-        self._tracing_owned = False
-        self._trace_reason = None
-        self._previous_trace = None
-        self._trace_baseline = None
-        # Freeing millions of traces takes a while: not on the loop.
-        await self._change_tracing(tracemalloc.stop)
-        log.info("tracemalloc stopped")
+    @property
+    def evidence(self) -> tuple[TopConsumer, ...]:
+        """The lines whose memory grew most during the last suspected leak (empty until captured)."""
+        return self._evidence
 
-    async def _change_tracing(self, func: Callable[..., None], *args: Any) -> None:
-        # Shielded and remembered: a cancelled caller must not leave tracing half-switched, and stopping
-        # the profiler waits for a switch in flight.
-        previous = self._tracing_change
-        if previous is not None and not previous.done():
-            await asyncio.shield(previous)
-        change = asyncio.ensure_future(asyncio.to_thread(func, *args))
-        self._tracing_change = change
-        await asyncio.shield(change)
+    # --- analysis ----------------------------------------------------------------------------------------
 
-    async def _auto_tracing(self, verdict: TrendVerdict) -> None:
-        # "Suspected": significant growth that may reach the threshold, before persistence confirms it.
-        suspected = verdict.significant and verdict.slope_high >= self.leak_threshold
-        self._snapshots_since_evidence += 1
-        if (
-            self._auto_trace_done
-            and not suspected
-            and self._clear_run >= self.persistence
-            and self._snapshots_since_evidence >= self._history.maxlen // 2  # type: ignore[operator]
-        ):
-            # The episode is over, and long enough ago that starting and stopping tracemalloc (which moves
-            # RSS by itself) cannot be what ended it: a new episode may be traced again.
-            self._auto_trace_done = False
-        if not self.auto_trace:
-            return
-        if self._trace_reason == "suspected leak":
-            self._auto_traced_snapshots += 1
-            if self._auto_traced_snapshots >= self.evidence_snapshots:
-                baseline, latest = self._trace_baseline, self._previous_trace
-                if baseline is not None and latest is not None and baseline is not latest:
-                    self._evidence = await asyncio.to_thread(self._growth_between, baseline, latest)
-                else:
-                    self._evidence = self._last_top
-                self._auto_trace_done = True
-                self._snapshots_since_evidence = 0
-                log.warning(
-                    "leak evidence captured: largest growth at %s",
-                    self._evidence[0].location if self._evidence else "<none>",
-                    extra={"sanaa_top_consumers": [c.as_dict() for c in self._evidence]},
-                )
-                await self.stop_tracing()
-            return
-        if suspected and not self._auto_trace_done and not tracemalloc.is_tracing():
-            self._auto_traced_snapshots = 0
-            await self.start_tracing(reason="suspected leak")
-
-    def _growth_between(
-        self, baseline: tracemalloc.Snapshot, latest: tracemalloc.Snapshot
-    ) -> tuple[TopConsumer, ...]:
-        """Runs in a worker thread: the lines whose traced memory grew most from baseline to latest."""
-        stats = latest.compare_to(baseline, "lineno")
-        return tuple(
-            TopConsumer(
-                location=_location(s.traceback),
-                size=s.size,
-                count=s.count,
-                size_diff=s.size_diff,
-                count_diff=s.count_diff,
-            )
-            for s in sorted(stats, key=lambda s: s.size_diff, reverse=True)[: self.top_n]
-        )
-
-    # --- analysis ------------------------------------------------------------------------------------------
+    @property
+    def verdict(self) -> TrendVerdict | None:
+        """The verdict of the latest sample (None before the first). Safe to read from any thread."""
+        return self._verdict
 
     def analyze_memory_trends(self) -> TrendVerdict:
-        """The trend verdict over the history: traced heap bytes if every recent snapshot has them (they
-        are free of allocator caches), else RSS. Cheap (bounded by the analyzer's ``max_bins``); never raises
-        for lack of data (it says ``insufficient_data``)."""
-        verdict = self.analyzer.analyze(*self._series())
-        self._verdict = verdict
-        return verdict
+        """The trend verdict over the samples: the cached one, or judged now if samples arrived since (cheap,
+        bounded work; never raises for lack of data: it says so in the verdict)."""
+        return self._analyze()
 
-    def _series(self) -> tuple[list[float], list[float]]:
-        # Equal blocks (one snapshot each until the history outgrows 2 * _POINTS), plus the block being
-        # filled: the analyzer assumes equally noisy points, and its cost stays bounded (~0.3 ms).
-        points = [(b.t, b.rss, b.traced) for b in self._blocks]
-        if self._pending:
-            t, rss, traced = _aggregate(self._pending)
-            points.append((t, rss, traced))
-        # Traced bytes are free of allocator caches, so they are preferred, but only over the current
-        # tracing episode: each time tracing starts, traced bytes start again from zero.
-        tail = 0
-        for _, _, traced_bytes in reversed(points):
-            if traced_bytes is None:
-                break
-            tail += 1
-        use_traced = tail >= self.analyzer.min_samples
-        if use_traced:
-            points = points[len(points) - tail :]
-        ts: list[float] = []
-        ys: list[float] = []
-        for t, rss, traced in points:
-            if ts and t <= ts[-1]:
-                continue  # two snapshots in the same clock tick: keep the first
-            ts.append(t)
-            ys.append(float(traced if use_traced and traced is not None else rss))
-        self._series_source = "traced" if use_traced else "rss"
-        return ts, ys
+    @property
+    def trend_source(self) -> str:
+        """``"traced"`` (heap bytes, free of allocator caches) or ``"rss"``: what the verdict judged."""
+        return self._series.source
 
-    def _remember(self, snap: MemorySnapshot) -> None:
-        """Append to the ring buffer and keep the blocks the analysis sees in step with it."""
-        self._history.append(snap)
-        self._seq += 1
-        self._pending.append(snap)
-        if len(self._pending) >= self._block_size:
-            t, rss, traced = _aggregate(self._pending)
-            self._blocks.append(
-                _Block(t, rss, traced, self._seq - len(self._pending) + 1, len(self._pending))
-            )
-            self._pending.clear()
-        oldest = self._seq - len(self._history) + 1
-        while self._blocks and self._blocks[0].first < oldest:
-            self._blocks.popleft()  # its first snapshot has left the ring buffer
-        if len(self._blocks) >= 2 * _POINTS:
-            # Too many points: merge neighbours and double the block size (O(_POINTS), once per doubling).
-            old = list(self._blocks)
-            self._blocks = collections.deque(_merge(x, y) for x, y in zip(old[::2], old[1::2], strict=False))
-            if len(old) % 2:
-                self._blocks.append(old[-1])
-            self._block_size *= 2
-
-    # --- alerts --------------------------------------------------------------------------------------------
+    # --- alerts ------------------------------------------------------------------------------------------
 
     def add_alert_callback(self, callback: AlertCallback) -> None:
         """Call ``callback(alert)`` when an alert episode starts; sync or ``async def`` (run as a task).
 
-        A callback that raises is logged; it does not stop the profiler or the other callbacks.
+        A callback that raises is logged; it does not stop the profiler or the other callbacks. Raises
+        ConfigurationError if it is not callable.
         """
-        if not callable(callback):
-            raise ConfigurationError("callback", callback, "must be callable")
-        self._callbacks.append(callback)
+        self.alerts.add_callback(callback)
 
     def remove_alert_callback(self, callback: AlertCallback) -> None:
         """Forget a callback (ValueError if it was not registered)."""
-        self._callbacks.remove(callback)
+        self.alerts.remove_callback(callback)
 
     @property
-    def alerts(self) -> tuple[MemoryAlert, ...]:
-        """The most recent alerts (at most 100), oldest first."""
-        return tuple(self._alerts)
+    def recent_alerts(self) -> tuple[Alert, ...]:
+        """The most recent memory alerts (``leak``, ``high_memory``), oldest first."""
+        return tuple(a for a in self.alerts.recent if a.kind in ("leak", "high_memory"))
+
+
+    @property
+    def leak_alert_active(self) -> bool:
+        return self._leak_alert_active
 
     def _check_alerts(self, verdict: TrendVerdict) -> None:
-        # Episodes, not ticks: an alert fires when a condition starts and re-arms only once it has
-        # cleared for as long as it took to raise it (leak) or fallen 10% below the limit (high memory).
+        # Episodes, not samples: an alert fires when a condition starts and re-arms only once it has cleared
+        # for as long as it took to raise it (leak) or fallen 10% below the limit (high memory).
         if verdict.is_leak:
             self._leak_run += 1
             self._clear_run = 0
@@ -596,103 +581,68 @@ class MemoryProfiler:
             self._clear_run += 1
         if not self._leak_alert_active and self._leak_run >= self.persistence:
             self._leak_alert_active = True
-            self._emit(
-                MemoryAlert(
-                    kind="leak",
-                    message=f"memory leak suspected: {verdict.reason}",
-                    value=verdict.slope,
-                    threshold=self.leak_threshold,
-                    timestamp=time.time(),
-                    verdict=verdict,
-                )
+            self.alerts.emit(
+                "leak",
+                f"memory leak suspected: {verdict.reason}",
+                {
+                    "value": verdict.slope,
+                    "threshold": self.leak_threshold,
+                    "slope_bytes_per_second": verdict.slope,
+                    "slope_low": verdict.slope_low,
+                    "slope_high": verdict.slope_high,
+                    "samples": verdict.samples,
+                    "span_seconds": verdict.span,
+                },
+                verdict=verdict,
             )
         elif self._leak_alert_active and self._clear_run >= self.persistence:
             self._leak_alert_active = False
             log.info("memory leak episode ended: %s", verdict.reason, extra={"sanaa_alert": "leak"})
-
-        if not self._history:
+        rss = self._series.last_rss
+        if rss is None:
             return
-        rss = self._history[-1].rss
         if not self._high_alert_active and rss >= self.high_memory_bytes:
             self._high_alert_active = True
-            self._emit(
-                MemoryAlert(
-                    kind="high_memory",
-                    message=f"process memory {rss} B is above {self.high_memory_bytes} B",
-                    value=float(rss),
-                    threshold=float(self.high_memory_bytes),
-                    timestamp=time.time(),
-                )
+            self.alerts.emit(
+                "high_memory",
+                f"process memory {rss} B is above {self.high_memory_bytes} B",
+                {"value": float(rss), "threshold": float(self.high_memory_bytes)},
             )
         elif self._high_alert_active and rss < 0.9 * self.high_memory_bytes:
             self._high_alert_active = False
             log.info("high memory episode ended (%d B)", rss, extra={"sanaa_alert": "high_memory"})
 
-    def _emit(self, alert: MemoryAlert) -> None:
-        self._alerts.append(alert)
-        extra: dict[str, Any] = {
-            "sanaa_alert": alert.kind,
-            "sanaa_value": alert.value,
-            "sanaa_threshold": alert.threshold,
-        }
-        if alert.verdict is not None:
-            extra.update(
-                sanaa_slope_bytes_per_second=alert.verdict.slope,
-                sanaa_slope_low=alert.verdict.slope_low,
-                sanaa_slope_high=alert.verdict.slope_high,
-                sanaa_samples=alert.verdict.samples,
-                sanaa_span_seconds=alert.verdict.span,
-            )
-        log.warning("%s", alert.message, extra=extra)
-        for callback in list(self._callbacks):
-            try:
-                result = callback(alert)
-                if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
-                    self._callback_tasks.add(task)
-                    task.add_done_callback(self._callback_done)
-            except Exception:
-                log.exception("memory alert callback %r failed", callback, extra={"sanaa_alert": alert.kind})
-
-    def _callback_done(self, task: asyncio.Task[Any]) -> None:
-        self._callback_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "async memory alert callback failed",
-                exc_info=task.exception(),
-                extra={"sanaa_alert": "callback"},
-            )
-
-    # --- report --------------------------------------------------------------------------------------------
+    # --- report ------------------------------------------------------------------------------------------
 
     def get_memory_report(self) -> dict[str, Any]:
-        """A plain JSON-serialisable dict: current numbers, history summary, trend verdict, top consumers,
-        alerts, the sampler's own cost and recommendations. Analyses the history anew (cheap)."""
-        verdict = self.analyze_memory_trends()
-        snaps = list(self._history)
-        current = snaps[-1] if snaps else None
-        history: dict[str, Any] = {"snapshots": len(snaps), "capacity": self._history.maxlen}
-        if snaps:
-            rss = [s.rss for s in snaps]
+        """A plain JSON-serialisable dict: current numbers, history summary, the trend verdict, top consumers,
+        alerts, the sampler's own cost and recommendations. Reads the cached verdict (judging anew only if
+        samples arrived since): cheap, and safe from any thread."""
+        verdict = self._verdict if self._verdict is not None else self._analyze()
+        current = self.ring.last()
+        history: dict[str, Any] = {"snapshots": len(self.ring), "capacity": self.ring.capacity}
+        summary = self.ring.rss_summary()
+        if summary is not None:
+            first_t, last_t, rss_first, rss_last, rss_min, rss_max = summary
             history.update(
-                span_seconds=snaps[-1].monotonic - snaps[0].monotonic,
-                rss_first=rss[0],
-                rss_last=rss[-1],
-                rss_min=min(rss),
-                rss_max=max(rss),
+                span_seconds=last_t - first_t,
+                rss_first=rss_first,
+                rss_last=rss_last,
+                rss_min=rss_min,
+                rss_max=rss_max,
             )
-        top = self._last_top if tracemalloc.is_tracing() and self._last_top else self._evidence
+        top = self.tracing.last_top if self.tracing.active and self.tracing.last_top else self._evidence
         report: dict[str, Any] = {
             "current": None if current is None else _without_top(current.as_dict()),
             "history": history,
             "trend": verdict.as_dict(),
-            "trend_source": self._series_source,
+            "trend_source": self._series.source,
             "top_consumers": [c.as_dict() for c in top],
-            "tracing": {"active": tracemalloc.is_tracing(), "reason": self._trace_reason},
+            "tracing": {"active": self.tracing.active, "reason": self.tracing.reason},
             "alerts": {
                 "leak_active": self._leak_alert_active,
                 "high_memory_active": self._high_alert_active,
-                "recent": [a.as_dict() for a in self._alerts],
+                "recent": [a.as_dict() for a in self.recent_alerts],
             },
             "thresholds": {
                 "leak_bytes_per_second": self.leak_threshold,
@@ -701,7 +651,9 @@ class MemoryProfiler:
             "sampler": {
                 "running": self.is_running,
                 "interval_seconds": self.interval,
+                "sample_interval_seconds": self.sample_interval,
                 "snapshots": self.ticks,
+                "samples": self.samples,
                 "failures": self.failures,
                 "snapshot_seconds": self.snapshot_seconds.snapshot().as_dict(),
                 "analysis_seconds": self.analysis_seconds.snapshot().as_dict(),
@@ -717,9 +669,9 @@ class MemoryProfiler:
         if verdict.status == "insufficient_data":
             out.append(
                 f"Not enough history to judge the trend yet ({verdict.samples} of "
-                f"{self.analyzer.min_samples} samples): keep the profiler running or lower the interval."
+                f"{self.analyzer.min_samples} samples): keep the profiler running."
             )
-        elif verdict.is_leak:
+        elif verdict.is_leak or self._leak_alert_active:
             out.append(
                 f"Memory grows at about {verdict.slope:,.0f} B/s "
                 f"({verdict.slope_low:,.0f}..{verdict.slope_high:,.0f}):"
@@ -727,7 +679,11 @@ class MemoryProfiler:
                 " never removed, tasks kept in sets)."
             )
             if top:
-                out.append(f"The largest growth is allocated at {top[0].location} (+{top[0].size_diff:,} B).")
+                out.append(
+                    f"The largest growth is allocated at {top[0].location} (+{top[0].size_diff:,} B"
+                    + (f": {top[0].text}" if top[0].text else "")
+                    + ")."
+                )
             elif not tracemalloc.is_tracing():
                 out.append("Start tracing (trace=True or start_tracing()) to see which lines allocate it.")
             if verdict.seconds_to_limit is not None:
@@ -744,55 +700,98 @@ class MemoryProfiler:
             )
         if current is not None and current.system_percent >= 90.0:
             out.append(f"The system is low on memory ({current.system_percent:.0f}% used).")
-        if tracemalloc.is_tracing() and self._trace_reason == "requested":
+        if tracemalloc.is_tracing() and self.tracing.reason == "requested":
             out.append("tracemalloc is on: it slows allocation-heavy code several times; stop it when done.")
         if self.failures:
-            out.append(f"{self.failures} snapshots failed: see the sanaa.memory log.")
+            out.append(f"{self.failures} samples failed: see the sanaa.memory log.")
         if not out:
             out.append("No memory problem detected.")
         return out
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Block:
-    t: float  # mean monotonic time
-    rss: int  # mean RSS
-    traced: int | None  # mean traced bytes, None unless every snapshot had them
-    first: int  # sequence number of the first snapshot
-    count: int
+class _TrendSeries:
+    """The samples of the last ``window`` seconds the trend is judged on, as at most ``2 * _POINTS`` equal
+    blocks (bounded memory and work).
 
-
-def _merge(a: _Block, b: _Block) -> _Block:
-    n = a.count + b.count
-    traced = None
-    if a.traced is not None and b.traced is not None:
-        traced = (a.traced * a.count + b.traced * b.count) // n
-    rss = (a.rss * a.count + b.rss * b.count) // n
-    return _Block((a.t * a.count + b.t * b.count) / n, rss, traced, a.first, n)
-
-
-def _aggregate(snaps: list[MemorySnapshot]) -> tuple[float, int, int | None]:
-    """(mean time, mean RSS, mean traced bytes or None) of consecutive snapshots.
-
-    Means, not medians: a median's bias depends on the block size, which doubles as the history grows, and
-    would show as a slope. Spikes are the analyzer's business (it trims its own bins).
+    Blocks are means of consecutive samples; when there are too many, neighbours merge and the block size
+    doubles. Traced bytes are judged when the newest samples all have them (they are free of allocator
+    caches), but only over the current tracing episode: each time tracing starts they start from zero.
     """
-    n = len(snaps)
-    t = sum(s.monotonic for s in snaps) / n
-    rss = sum(s.rss for s in snaps) // n
-    traced_values = [s.traced for s in snaps if s.traced is not None]
-    traced = sum(traced_values) // n if len(traced_values) == n else None
-    return t, rss, traced
+
+    __slots__ = ("_block_size", "_blocks", "_pending", "last_rss", "source", "window")
+
+    def __init__(self, window: float = 3600.0) -> None:
+        self.window = window
+        self._block_size = 1
+        self._blocks: collections.deque[tuple[float, float, float | None, int]] = collections.deque()
+        self._pending: list[tuple[float, int, int | None]] = []
+        self.last_rss: int | None = None
+        self.source = "rss"
+
+    def append(self, t: float, rss: int, traced: int | None) -> None:
+        if (self._blocks and t <= self._blocks[-1][0]) or (self._pending and t <= self._pending[-1][0]):
+            return  # two samples in the same clock tick: keep the first
+        self.last_rss = rss
+        self._pending.append((t, rss, traced))
+        if len(self._pending) >= self._block_size:
+            self._blocks.append(_aggregate(self._pending))
+            self._pending.clear()
+        while self._blocks and self._blocks[0][0] < t - self.window:
+            self._blocks.popleft()
+        if len(self._blocks) >= 2 * _POINTS:
+            old = list(self._blocks)
+            merged = collections.deque(_merge(x, y) for x, y in zip(old[::2], old[1::2], strict=False))
+            if len(old) % 2:
+                merged.append(old[-1])
+            self._blocks = merged
+            self._block_size *= 2
+
+    def series(self, min_samples: int) -> tuple[list[float], list[float]]:
+        points = list(self._blocks)
+        if self._pending:
+            points.append(_aggregate(self._pending))
+        tail = 0
+        for p in reversed(points):
+            if p[2] is None:
+                break
+            tail += 1
+        use_traced = tail >= min_samples
+        if use_traced:
+            points = points[len(points) - tail :]
+        self.source = "traced" if use_traced else "rss"
+        ts: list[float] = []
+        ys: list[float] = []
+        for t, rss, traced, _ in points:
+            if ts and t <= ts[-1]:
+                continue
+            ts.append(t)
+            ys.append(traced if use_traced and traced is not None else rss)
+        return ts, ys
 
 
-def _location(tb: tracemalloc.Traceback) -> str:
-    frame = tb[0]
-    return f"{frame.filename}:{frame.lineno}"
+def _aggregate(samples: list[tuple[float, int, int | None]]) -> tuple[float, float, float | None, int]:
+    """(mean time, mean RSS, mean traced bytes or None, count) of consecutive samples. Means, not medians: a
+    median's bias depends on the block size, which doubles as the history grows, and would show as a slope."""
+    n = len(samples)
+    t = sum(s[0] for s in samples) / n
+    rss = sum(s[1] for s in samples) / n
+    traced_values = [s[2] for s in samples if s[2] is not None]
+    traced = sum(traced_values) / n if len(traced_values) == n else None
+    return t, rss, traced, n
+
+
+def _merge(
+    a: tuple[float, float, float | None, int], b: tuple[float, float, float | None, int]
+) -> tuple[float, float, float | None, int]:
+    n = a[3] + b[3]
+    traced = None
+    if a[2] is not None and b[2] is not None:
+        traced = (a[2] * a[3] + b[2] * b[3]) / n
+    return (a[0] * a[3] + b[0] * b[3]) / n, (a[1] * a[3] + b[1] * b[3]) / n, traced, n
 
 
 def _without_top(d: dict[str, Any]) -> dict[str, Any]:
     d.pop("top", None)
+    d.pop("samples", None)
+    d.pop("verdict", None)
     return d
-
-
-__all__ = ["AlertCallback", "AlertKind", "MemoryAlert", "MemoryProfiler"]

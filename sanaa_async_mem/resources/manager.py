@@ -978,4 +978,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     # already logged, so mark it retrieved instead of letting asyncio report it again at collection.
     if not task.cancelled():
         task.exception()
-

@@ -64,6 +64,9 @@ log = get_logger("memory")
 #: kept for code written against earlier versions.
 MemoryAlert = Alert
 
+# The clock of samples and snapshots (a module global so tests can simulate hours in seconds).
+_monotonic = time.monotonic
+
 # tracemalloc refuses more frames than this (a C unsigned short).
 _MAX_TRACE_FRAMES = 65535
 # Snapshots kept in memory at most (10 days at one per second).
@@ -359,7 +362,7 @@ class MemoryProfiler:
         started = time.perf_counter()
         rss = int(process().memory_info().rss)
         traced = self.tracing.traced_memory()
-        self._add_sample(time.monotonic(), rss, None if traced is None else traced[0])
+        self._add_sample(_monotonic(), rss, None if traced is None else traced[0])
         self.snapshot_seconds.record(time.perf_counter() - started)
         return self._judge()
 
@@ -405,7 +408,7 @@ class MemoryProfiler:
         if not self.auto_trace:
             return
         if self.tracing.reason == "suspected leak":
-            now = time.monotonic()
+            now = _monotonic()
             if now < self._next_rank:
                 return
             self._next_rank = now + self.trace_interval
@@ -474,7 +477,7 @@ class MemoryProfiler:
         traced = self.tracing.traced_memory()
         return MemorySnapshot(
             timestamp=time.time(),
-            monotonic=time.monotonic(),
+            monotonic=_monotonic(),
             rss=int(mem.rss),
             vms=int(mem.vms),
             system_total=int(vm.total),

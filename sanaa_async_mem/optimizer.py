@@ -37,6 +37,7 @@ from .alerts import Alert, AlertCallback, AlertDispatcher, AlertKind
 from .collector.optimizer import GarbageCollectionOptimizer
 from .collector.scheduler import GCScheduler
 from .config import Settings, duration, seconds
+from .errors import ConfigurationError
 from .loop_monitor import LoopLagMonitor
 from .memory.profiler import MemoryProfiler
 from .pools.keyed import MemoryPool
@@ -395,7 +396,7 @@ class MemoryOptimizer:
     def add_pool(self, pool: AnyPool) -> None:
         """Report (and trim, for a MemoryPool) another pool."""
         if not isinstance(pool, AsyncPool | MemoryPool):
-            raise TypeError(f"expected an AsyncPool or a MemoryPool, got {pool!r}")
+            raise ConfigurationError("pool", pool, "must be an AsyncPool or a MemoryPool")
         self.pools.append(pool)
 
     def _pool_status(self) -> dict[str, Any]:
@@ -603,6 +604,11 @@ class MemoryOptimizer:
     def memory_efficient_context(self, *, collect: bool = True) -> MemoryEfficientContext:
         """:func:`memory_efficient_context` that also holds this optimizer's GC scheduler off the block."""
         return MemoryEfficientContext(collect=collect, scheduler=self.gc_scheduler)
+
+    # The project's verbs; the names above are the original ones and stay.
+    start = start_optimization
+    stop = stop_optimization
+    close = aclose
 
     def __repr__(self) -> str:
         return f"<MemoryOptimizer {'running' if self._running else 'stopped'} pools={len(self.pools)}>"

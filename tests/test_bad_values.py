@@ -129,3 +129,18 @@ def test_trace_frames_beyond_what_tracemalloc_takes_is_refused_at_construction()
 def test_lag_resolution_zero_is_refused_not_changed() -> None:
     with pytest.raises(ConfigurationError, match="lag_resolution"):
         MemoryOptimizer(lag_resolution=0)
+
+
+def test_add_pool_refuses_what_is_not_a_pool_by_name() -> None:
+    optimizer = MemoryOptimizer()
+    with pytest.raises(ConfigurationError) as info:
+        optimizer.add_pool(object())  # type: ignore[arg-type]
+    assert info.value.name == "pool"
+    assert optimizer.pools == []
+
+
+def test_a_non_callable_alert_callback_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="alert_callback"):
+        MemoryOptimizer(alert_callback=42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="callback"):
+        MemoryProfiler().add_alert_callback("not callable")  # type: ignore[arg-type]

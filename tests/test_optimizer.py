@@ -279,3 +279,14 @@ def test_a_context_object_serves_one_block_at_a_time() -> None:
     assert gc.get_threshold() == (700, 10, 10)
     with block:  # reusable once closed
         pass
+
+
+async def test_start_stop_close_are_the_same_calls_as_the_original_names() -> None:
+    optimizer = MemoryOptimizer(schedule_gc=False, snapshot_interval=3600)
+    await optimizer.start()
+    assert optimizer.running
+    await optimizer.stop()
+    assert not optimizer.running
+    await optimizer.start_optimization()
+    await optimizer.close()
+    assert not optimizer.running and optimizer.resource_manager.get_stats().state == "closed"

@@ -307,8 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
+    from ..errors import ConfigurationError
+
     try:
         return _run(parser, args)
+    except ConfigurationError as exc:
+        # A malformed environment variable or setting: what it is and what it must be, in one line.
+        print(f"sanaa-mem {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("sanaa-mem: interrupted", file=sys.stderr)
         return 130

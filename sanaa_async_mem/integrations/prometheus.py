@@ -200,7 +200,9 @@ class SanaaCollector(Collector):
         yield h
 
         profiler = opt.profiler
-        verdict = profiler.analyze_memory_trends()
+        # The verdict the sampler cached: a scrape never judges the history again (and never iterates
+        # state the loop is changing).
+        verdict = profiler.verdict or profiler.analyze_memory_trends()
         slope = verdict.slope if math.isfinite(verdict.slope) else 0.0
         yield GaugeMetricFamily(
             f"{ns}_memory_trend_slope_bytes_per_second",
@@ -310,7 +312,7 @@ class MultiprocessExporter:
         if opt.gc_scheduler is not None:
             for reason, n in opt.gc_scheduler.stats().full_collections.items():
                 self._advance("gc_scheduled_collections", (reason,), float(n))
-        verdict = opt.profiler.analyze_memory_trends()
+        verdict = opt.profiler.verdict or opt.profiler.analyze_memory_trends()
         self._gauges["memory_trend_slope_bytes_per_second"].set(
             verdict.slope if math.isfinite(verdict.slope) else 0.0
         )

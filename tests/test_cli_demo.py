@@ -128,3 +128,56 @@ def test_version(tmp_path: Path) -> None:
     result = run_cli("--version", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("sanaa-mem ")
+
+
+def test_the_load_runs_in_a_process_of_its_own(tmp_path: Path) -> None:
+    result = run_cli("demo", "--duration", "2", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    service = json.loads(result.stdout)["service"]
+    assert service["load"] == "separate process"
+    assert service["load_pid"] and service["load_pid"] != service["pid"]
+    assert service["requests"] > 0 and service["served"] >= service["ok"] > 0
+
+
+@pytest.mark.parametrize(
+    ("dsn", "says"),
+    [
+        ("postgresql://nobody@127.0.0.1:1/x", "cannot reach the database"),
+        ("notadsn", "not a PostgreSQL URL"),
+        ("mysql://x@127.0.0.1/db", "not a PostgreSQL URL"),
+    ],
+)
+def test_a_bad_dsn_fails_fast_with_exit_3_and_leaves_the_previous_files_alone(
+    dsn: str, says: str, tmp_path: Path
+) -> None:
+    old = {name: tmp_path / name for name in ("sanaa-mem-demo.jsonl", "sanaa-mem-demo.html")}
+    for path in old.values():
+        path.write_text("previous run\n")
+    started = time.monotonic()
+    result = run_cli("demo", "--duration", "30", "--dsn", dsn, "--view", "plain", cwd=tmp_path)
+    assert time.monotonic() - started < 20  # failed fast, did not serve 30 s of errors
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in result.stderr
+    for path in old.values():
+        assert path.read_text() == "previous run\n"
+
+
+@pytest.mark.services
+def test_a_missing_postgresql_database_is_the_drivers_message_and_exit_3(tmp_path: Path, pg_dsn: str) -> None:
+    dsn = pg_dsn.rsplit("/", 1)[0] + "/sanaa_no_such_database"
+    result = run_cli("demo", "--duration", "5", "--dsn", dsn, cwd=tmp_path)
+    assert result.returncode == 3
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_piped_live_view_ends_its_panel_before_the_summary(tmp_path: Path) -> None:
+    result = run_cli("demo", "--duration", "2", "--view", "live", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "requests in" in out
+    summary_line = next(line for line in out.splitlines() if "requests in" in line)
+    assert summary_line.startswith(tuple("0123456789")), summary_line  # not glued to the panel's border
+    frames = [line for line in out.splitlines() if "requests" in line and "/s" in line and "│" in line]
+    last_frame = frames[-1]
+    assert "(0/s" not in last_frame

@@ -1,20 +1,24 @@
 """``sanaa-mem demo``: a small real service under load, with every memory-health tool switched on.
 
-What runs, all in this process and all on 127.0.0.1:
+What runs, all on 127.0.0.1:
 
-* an HTTP service (``GET /items/<id>``) whose handler takes a database connection from a
-  :class:`~sanaa_async_mem.resources.ResourceManager` pool: an embedded SQLite database in a temporary
-  directory (aiosqlite), or PostgreSQL when ``dsn`` is given (asyncpg);
-* a load of ``clients`` keep-alive HTTP clients, bounded in time (``duration``) and count (``max_requests``);
-* the :class:`~sanaa_async_mem.memory.MemoryProfiler` (snapshots every ``interval`` seconds, appended to a
-  JSON Lines log), the GC optimizer and :class:`~sanaa_async_mem.collector.GCScheduler`, and the
-  :class:`~sanaa_async_mem.loop_monitor.LoopLagMonitor`.
+* in this process, the service: an HTTP server (``GET /items/<id>``) whose handler takes a database
+  connection from the :class:`~sanaa_async_mem.resources.ResourceManager` of a
+  :class:`~sanaa_async_mem.MemoryOptimizer` (an embedded SQLite database in a temporary directory through
+  aiosqlite, or PostgreSQL when ``dsn`` is given, through asyncpg), with the optimizer running as a service
+  runs it: the profiler (snapshots every ``interval`` seconds, appended to a JSON Lines log), the GC
+  optimizer and scheduler, and the loop-lag monitor;
+* in a separate process (``python -m sanaa_async_mem.cli._load``), the load: ``clients`` keep-alive HTTP
+  clients, bounded in time (``duration``) and count (``max_requests``). So the RSS, the leak verdict and the
+  loop lag the demo shows are the service's alone.
 
 With ``leak=True`` the handler keeps a record of every request for ever, so the leak detector fires.
 
-It ends after ``duration`` seconds or on Ctrl-C (SIGINT stops the load, then everything closes in order),
-then writes the snapshot log, a JSON summary and (with plotly installed) the HTML report. Every database
-connection the pool opened is closed by then: the summary's ``left open`` counts those that were not.
+The database is reached before anything else happens: a bad ``dsn`` fails at once with the driver's
+message, and the files of an earlier run are left as they were. The run ends after ``duration`` seconds or
+on Ctrl-C (the load stops, then everything closes in order), then writes the snapshot log, a JSON summary
+and (with plotly installed) the HTML report. Every database connection the pool opened is closed by then:
+the summary's ``left open`` counts those that were not.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import random
 import signal
 import sys
 import tempfile
@@ -34,17 +37,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._stats import Histogram, HistogramSnapshot
-from ..collector.optimizer import GarbageCollectionOptimizer
-from ..collector.scheduler import GCScheduler
 from ..errors import PoolTimeout
-from ..loop_monitor import LoopLagMonitor
-from ..memory.profiler import MemoryAlert, MemoryProfiler
+from ..optimizer import MemoryOptimizer
 from ..pools.pool import AsyncPool
 from ..resources.manager import ResourceManager
-from ._http import HTTPClient, HTTPServer
+from ._http import HTTPServer
+from ._load import ROWS
 from ._view import make_view
 
-ROWS = 500
 # Bytes the leaking handler keeps per request: enough to stand out from allocator noise within seconds.
 LEAK_BYTES = 4096
 
@@ -149,77 +149,116 @@ def _postgres_backend(dsn: str, size: int) -> tuple[AsyncPool[Any], Callable[[An
     return pool, query
 
 
-class _Load:
-    """``clients`` keep-alive clients requesting random items until told to stop or the count is reached."""
+class DemoError(Exception):
+    """The demo could not run (the database is unreachable, the load could not start): exit code 3."""
 
-    def __init__(self, port: int, clients: int, max_requests: int, seed: int) -> None:
+
+class _LoadProcess:
+    """The load generator in a process of its own (see :mod:`._load`), and its latest figures."""
+
+    def __init__(self, port: int, options: DemoOptions) -> None:
         self.port = port
-        self.clients = clients
-        self.max_requests = max_requests
-        self.rng = random.Random(seed)
-        self.sent = 0
-        self.ok = 0
-        self.errors = 0
-        self.latency = Histogram()
-        self.stop = asyncio.Event()
+        self.options = options
+        self.figures: dict[str, Any] = {
+            "sent": 0,
+            "ok": 0,
+            "errors": 0,
+            "latency": Histogram().snapshot().as_dict(),
+        }
+        self.done = asyncio.Event()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
 
-    async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(self.clients):
-                tg.create_task(self._client())
+    async def start(self) -> None:
+        o = self.options
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sanaa_async_mem.cli._load",
+            str(self.port),
+            "--clients",
+            str(o.clients),
+            "--max-requests",
+            str(o.max_requests),
+            "--seed",
+            str(o.seed),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # Its own process group: Ctrl-C reaches the demo, which stops the load itself, in order.
+            start_new_session=True,
+        )
+        self._reader = asyncio.create_task(self._read())
 
-    async def _client(self) -> None:
-        client = HTTPClient(self.port)
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
         try:
-            while not self.stop.is_set() and self.sent < self.max_requests:
-                self.sent += 1
-                started = time.perf_counter()
-                try:
-                    status, _ = await client.get(f"/items/{self.rng.randint(1, ROWS)}")
-                except (OSError, ValueError):
-                    self.errors += 1
-                    continue
-                self.latency.record(time.perf_counter() - started)
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.errors += 1
-                # Think time: keeps the load (and a leak) bounded in rate, and leaves the loop idle moments.
-                await asyncio.sleep(self.rng.uniform(0.0, 0.004))
+            async for line in self._proc.stdout:
+                with contextlib.suppress(ValueError):
+                    data = json.loads(line)
+                    if isinstance(data, dict):
+                        self.figures = data
         finally:
-            await client.aclose()
+            self.done.set()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def finished(self) -> bool:
+        """The load ended by itself (``max_requests`` sent, or the process exited)."""
+        return self.done.is_set()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Ask the load to stop (SIGTERM), wait for its last figures, kill it if it does not stop in time."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        if self._reader is not None:
+            await self._reader
+        if proc.stdin is not None:
+            proc.stdin.close()
 
 
 def _frame(
     started: float,
     *,
-    load: _Load,
-    manager: ResourceManager,
-    profiler: MemoryProfiler,
-    optimizer: GarbageCollectionOptimizer,
-    scheduler: GCScheduler,
-    lag: LoopLagMonitor,
+    load: _LoadProcess,
+    optimizer: MemoryOptimizer,
     options: DemoOptions,
     previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """One sample of everything the live view and the report's timeline show (plain JSON types)."""
     now = time.monotonic() - started
-    res = manager.get_resource_stats("db")
+    res = optimizer.resource_manager.get_resource_stats("db")
     pool = res.pool
-    verdict = profiler.analyze_memory_trends()
-    snap = profiler.history[-1] if profiler.history else None
-    lag_stats = lag.snapshot()
-    sched = scheduler.stats()
+    profiler = optimizer.profiler
+    verdict = profiler.verdict or profiler.analyze_memory_trends()
+    snap = profiler.ring.last()
+    lag_stats = optimizer.lag_monitor.snapshot()
+    sched = None if optimizer.gc_scheduler is None else optimizer.gc_scheduler.stats()
+    pauses = optimizer.gc_optimizer.pauses
+    figures = load.figures
+    sent = int(figures["sent"])
     rps = 0.0
     if previous is not None and now > previous["t"]:
-        rps = (load.sent - previous["requests"]) / (now - previous["t"])
+        rps = (sent - previous["requests"]) / (now - previous["t"])
     return {
         "t": round(now, 3),
         "duration": options.duration,
-        "requests": load.sent,
-        "errors": load.errors + res.timeouts,
+        "requests": sent,
+        "errors": int(figures["errors"]) + res.timeouts,
         "rps": rps,
-        "latency_p99": load.latency.snapshot().p99,
+        "latency_p99": float(figures["latency"]["p99"]),
         "pool_in_use": 0 if pool is None else pool.in_use,
         "pool_size": 0 if pool is None else pool.size,
         "pool_max": 0 if pool is None else pool.max_size,
@@ -227,14 +266,15 @@ def _frame(
         "pool_wait_p99": res.wait.p99,
         "rss": None if snap is None else snap.rss,
         "traced": None if snap is None else snap.traced,
+        "trend": verdict.as_dict(),
         "trend_status": verdict.status,
         "trend_slope": verdict.slope if verdict.status != "insufficient_data" else None,
-        "trend_source": profiler.get_memory_report()["trend_source"],
-        "leak_alert": any(a.kind == "leak" for a in profiler.recent_alerts),
-        "gc_full_collections": sum(sched.full_collections.values()),
-        "gc_max_pause": optimizer.pauses.max_pause,
-        "gc_total_pause": optimizer.pauses.total_seconds,
-        "gc_mode": sched.mode,
+        "trend_source": profiler.trend_source,
+        "leak_alert": profiler.leak_alert_active,
+        "gc_full_collections": 0 if sched is None else sum(sched.full_collections.values()),
+        "gc_max_pause": pauses.max_pause,
+        "gc_total_pause": pauses.total_seconds,
+        "gc_mode": "off" if sched is None else sched.mode,
         "lag_p50": lag_stats.p50,
         "lag_p99": lag_stats.p99,
         "lag_max": lag_stats.max,
@@ -242,95 +282,116 @@ def _frame(
     }
 
 
+def _check_dsn(dsn: str) -> None:
+    scheme = dsn.partition("://")[0].lower() if "://" in dsn else ""
+    if scheme not in ("postgresql", "postgres"):
+        raise DemoError(f"--dsn {dsn!r} is not a PostgreSQL URL (postgresql://user@host:port/database)")
+
+
+async def _open_backend(
+    options: DemoOptions, tmp: str
+) -> tuple[AsyncPool[Any], Callable[[Any, int], Awaitable[Any]], str]:
+    """The database pool, opened (one connection made): a database that cannot be reached fails here."""
+    if options.dsn is None:
+        pool, query = await _sqlite_backend(tmp, options.size)
+        backend = "sqlite (embedded, aiosqlite)"
+    else:
+        _check_dsn(options.dsn)
+        pool, query = _postgres_backend(options.dsn, options.size)
+        backend = "postgresql (asyncpg)"
+    try:
+        await pool.open()
+    except (OSError, TimeoutError) as exc:
+        raise DemoError(f"cannot reach the database: {exc}") from exc
+    except Exception as exc:  # the driver's own errors (bad credentials, no such database, ...)
+        raise DemoError(f"cannot use the database: {type(exc).__name__}: {exc}") from exc
+    return pool, query, backend
+
+
 async def _run(options: DemoOptions, out: TextIO) -> dict[str, Any]:
     paths = output_paths(options.report)
-    paths["log"].unlink(missing_ok=True)  # one run per log: the report's time axis must not mix runs
     with tempfile.TemporaryDirectory(prefix="sanaa-demo-") as tmp:
-        if options.dsn is None:
-            pool, query = await _sqlite_backend(tmp, options.size)
-            backend = "sqlite (embedded, aiosqlite)"
-        else:
-            pool, query = _postgres_backend(options.dsn, options.size)
-            backend = "postgresql (asyncpg)"
-        optimizer = GarbageCollectionOptimizer()
-        optimizer.optimize_gc_settings(startup_complete=True)
-        scheduler = GCScheduler(optimizer=optimizer)
-        lag = LoopLagMonitor()
-        profiler = MemoryProfiler(
-            interval=options.interval,
-            leak_threshold=options.leak_threshold,
-            store=paths["log"],
-            warmup=1.0,
-            top_n=10,
-            # Short: tracing slows the service down, and the demo is short.
-            trace_interval=max(0.3, 2 * options.interval),
-            # Two verdicts in a row, not three: when tracing starts automatically the service slows down,
-            # the analyzer sees a change point and needs fresh samples; a short demo must still alert.
-            persistence=2,
+        pool, query, backend = await _open_backend(options, tmp)
+        optimizer = MemoryOptimizer(
+            snapshot_interval=options.interval,
+            leak_threshold_bytes_per_second=options.leak_threshold,
+            freeze_startup_heap=True,
+            profiler_options={
+                "store": paths["log"],
+                "warmup": 1.0,
+                "top_n": 10,
+                # Short: tracing slows the service down, and the demo is short.
+                "trace_interval": max(0.3, 2 * options.interval),
+                # Two verdicts in a row, not three: a short demo must still alert.
+                "persistence": 2,
+            },
         )
-        alerts: list[MemoryAlert] = []
-        profiler.add_alert_callback(alerts.append)
-        timeline: list[dict[str, Any]] = []
+        optimizer.resource_manager.register_resource("db", pool)
+        service = _Service(optimizer.resource_manager, query, options.leak)
         view = make_view(options.view, out, quiet=options.as_json)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers on Windows
             loop.add_signal_handler(signal.SIGINT, stop.set)
         interrupted = False
+        timeline: list[dict[str, Any]] = []
         try:
-            async with ResourceManager() as manager:
-                manager.register_resource("db", pool)
-                service = _Service(manager, query, options.leak)
-                async with HTTPServer(service.handle) as server, lag, scheduler, profiler:
-                    load = _Load(server.port, options.clients, options.max_requests, options.seed)
+            async with HTTPServer(service.handle) as server:
+                # The run starts here: the database answered, the port is bound. Only now is the previous
+                # run's log replaced (one run per log: the report's time axis must not mix runs).
+                paths["log"].unlink(missing_ok=True)
+                async with optimizer:
+                    load = _LoadProcess(server.port, options)
+                    await load.start()
                     started = time.monotonic()
 
                     def sample(previous: dict[str, Any] | None) -> dict[str, Any]:
                         return _frame(
-                            started,
-                            load=load,
-                            manager=manager,
-                            profiler=profiler,
-                            optimizer=optimizer,
-                            scheduler=scheduler,
-                            lag=lag,
-                            options=options,
-                            previous=previous,
+                            started, load=load, optimizer=optimizer, options=options, previous=previous
                         )
 
-                    view.start(f"http://127.0.0.1:{server.port}/items/<id>", backend)
-                    load_task = asyncio.create_task(load.run())
+                    view.start(
+                        f"http://127.0.0.1:{server.port}/items/<id>",
+                        backend + ", load from a separate process",
+                    )
                     stop_task = asyncio.create_task(stop.wait())
+                    done_task = asyncio.create_task(load.done.wait())
                     deadline = started + options.duration
                     frame: dict[str, Any] | None = None
-                    while not load_task.done() and not stop.is_set():
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        await asyncio.wait({load_task, stop_task}, timeout=min(0.5, remaining))
-                        frame = sample(frame)
-                        timeline.append(frame)
-                        view.update(frame)
-                    interrupted = stop.is_set()
-                    load.stop.set()
-                    stop_task.cancel()
-                    await load_task
+                    try:
+                        while not load.finished and not stop.is_set():
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                break
+                            await asyncio.wait({stop_task, done_task}, timeout=min(0.5, remaining))
+                            frame = sample(frame)
+                            timeline.append(frame)
+                            view.update(frame)
+                    finally:
+                        interrupted = stop.is_set()
+                        stop_task.cancel()
+                        done_task.cancel()
+                        await load.stop()
                     elapsed = time.monotonic() - started
                     frame = sample(frame)
                     timeline.append(frame)
-                    view.update(frame)
-                    resource = manager.get_resource_stats("db").as_dict()
-                    memory = profiler.get_memory_report()
-                    gc_stats = dataclasses.asdict(scheduler.stats())
-                    pauses = {str(g): histogram_dict(h) for g, h in optimizer.pauses.snapshot().items()}
-                    lag_hist = histogram_dict(lag.snapshot())
+                    view.update(frame, final=True)
+                    resource = optimizer.resource_manager.get_resource_stats("db").as_dict()
+                    memory = optimizer.profiler.get_memory_report()
+                    sched = optimizer.gc_scheduler
+                    gc_stats = None if sched is None else dataclasses.asdict(sched.stats())
+                    pauses = {
+                        str(g): histogram_dict(h) for g, h in optimizer.gc_optimizer.pauses.snapshot().items()
+                    }
+                    lag_hist = histogram_dict(optimizer.lag_monitor.snapshot())
                     requests_served = server.requests
+                    alerts = [a.as_dict() for a in optimizer.profiler.recent_alerts]
         finally:
             view.close()
-            optimizer.restore_gc_settings()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
         stats = pool.stats()
+    figures = load.figures
     pool_dict = stats.as_dict()
     pool_dict["wait"] = histogram_dict(stats.wait)
     return {
@@ -339,12 +400,15 @@ async def _run(options: DemoOptions, out: TextIO) -> dict[str, Any]:
             "duration_seconds": elapsed,
             "interrupted": interrupted,
             "clients": options.clients,
-            "requests": load.sent,
+            "load": "separate process",
+            "pid": os.getpid(),
+            "load_pid": load.pid,
+            "requests": figures["sent"],
             "served": requests_served,
-            "ok": load.ok,
-            "errors": load.errors,
-            "requests_per_second": load.sent / elapsed if elapsed > 0 else 0.0,
-            "latency": histogram_dict(load.latency.snapshot()),
+            "ok": figures["ok"],
+            "errors": figures["errors"],
+            "requests_per_second": figures["sent"] / elapsed if elapsed > 0 else 0.0,
+            "latency": figures["latency"],
             "leak_planted": options.leak,
             "kept_by_leak": len(service.request_log),
         },
@@ -353,8 +417,8 @@ async def _run(options: DemoOptions, out: TextIO) -> dict[str, Any]:
         "connections_opened": stats.created,
         "connections_left_open": stats.created - stats.closed,
         "memory": memory,
-        "leak_detected": any(a.kind == "leak" for a in alerts),
-        "alerts": [a.as_dict() for a in alerts],
+        "leak_detected": any(a["kind"] == "leak" for a in alerts),
+        "alerts": alerts,
         "gc": {"scheduler": gc_stats, "pauses": pauses},
         "loop_lag": lag_hist,
         "timeline": timeline,
@@ -368,7 +432,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
     try:
         result = asyncio.run(_run(options, out))
-    except (PoolTimeout, OSError, ImportError) as exc:
+    except (DemoError, PoolTimeout, OSError, ImportError) as exc:
         print(f"sanaa-mem demo: {exc}", file=sys.stderr)
         return 3
     paths = output_paths(options.report)
@@ -429,9 +493,10 @@ def _print_summary(result: dict[str, Any], out: TextIO) -> None:
         print(f"  largest growth at:   {top[0]['location']} (+{top[0]['size_diff']:,} B)", file=out)
     sched = result["gc"]["scheduler"]
     max_pause = max((p["max"] for p in result["gc"]["pauses"].values()), default=0.0)
+    full = 0 if sched is None else sum(sched["full_collections"].values())
+    mode = "GC tuning off" if sched is None else sched["mode"]
     print(
-        f"  GC:                  {sum(sched['full_collections'].values())} full collections "
-        f"({sched['mode']}), longest pause {max_pause * 1e3:.2f} ms",
+        f"  GC:                  {full} full collections ({mode}), longest pause {max_pause * 1e3:.2f} ms",
         file=out,
     )
     lag = result["loop_lag"]

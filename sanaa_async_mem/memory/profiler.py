@@ -568,7 +568,6 @@ class MemoryProfiler:
         """The most recent memory alerts (``leak``, ``high_memory``), oldest first."""
         return tuple(a for a in self.alerts.recent if a.kind in ("leak", "high_memory"))
 
-
     @property
     def leak_alert_active(self) -> bool:
         return self._leak_alert_active

@@ -57,6 +57,7 @@ def _library_patterns() -> list[str]:
             out.append(os.path.join(entry, "*") if entry.is_dir() else str(entry))
     return out
 
+
 # What is nobody's leak: tracemalloc's own bookkeeping, the import machinery, this library's frames, and
 # the source-line cache the evidence itself fills (linecache reads files through tokenize).
 _FILTERS = (

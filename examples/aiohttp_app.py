@@ -36,7 +36,7 @@ def create_app(dsn: str | None = None) -> web.Application:
     setup(app, MemoryOptimizer)  # first, so the contexts below find the optimizer and the manager
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        pool = asyncpg_pool(dsn, min_size=1, max_size=10, name="postgres", application_name="example")
+        pool = asyncpg_pool(dsn, min_size=1, max_size=10, name="db", application_name="example")
         await pool.open()  # fail fast; the manager closes the pool on shutdown
         app[RESOURCES_KEY].register_resource("db", pool)
         registry = CollectorRegistry()
@@ -49,7 +49,10 @@ def create_app(dsn: str | None = None) -> web.Application:
     app.cleanup_ctx.append(database)
 
     async def user(request: web.Request) -> web.Response:
-        uid = int(request.match_info["uid"])
+        try:
+            uid = int(request.match_info["uid"])
+        except ValueError:
+            return web.json_response({"error": "uid must be an integer"}, status=400)
         async with request.app[RESOURCES_KEY].acquire("db", "load user") as conn:
             row = await conn.fetchrow("SELECT $1::int AS id, 'user ' || $1::text AS name", uid)
         return web.json_response(dict(row))

@@ -38,7 +38,7 @@ def create_app(dsn: str | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def startup(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         # Runs inside memory_lifespan: the optimizer and its resource manager exist already.
-        pool = asyncpg_pool(dsn, min_size=1, max_size=10, name="postgres", application_name="example")
+        pool = asyncpg_pool(dsn, min_size=1, max_size=10, name="db", application_name="example")
         await pool.open()  # fail fast if the database is unreachable (the manager closes it on shutdown)
         app.state.resource_manager.register_resource("db", pool)
         # A registry of this app's own (the default one would do in a single-app process).

@@ -400,12 +400,10 @@ class MemoryOptimizer:
         self.pools.append(pool)
 
     def _pool_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {name: st.as_dict() for name, st in self.pool_stats().items()}
         for pool in self.pools:
-            if isinstance(pool, AsyncPool):
-                out[pool.name] = pool.stats().as_dict()
-            else:
-                out[pool.name] = _json_keys(pool.get_stats())
+            if isinstance(pool, MemoryPool):
+                out.setdefault(pool.name, _json_keys(pool.get_stats()))
         return out
 
     # ---------------------------------------------------------------------------- status
@@ -416,8 +414,8 @@ class MemoryOptimizer:
         Keys: ``optimization_active``; ``system_memory`` (``total``, ``available``, ``used``,
         ``percentage``); ``process_memory`` (``rss``, ``vms``, ``high_memory_bytes``,
         ``percentage_of_high``); ``gc`` (collector, thresholds, counts, pauses per generation, and
-        ``scheduler`` or None); ``loop_lag`` (lag summary in seconds); ``pools`` (each extra pool's stats by
-        name); ``resources`` (the resource manager's stats); ``trend`` (the profiler's verdict, see
+        ``scheduler`` or None); ``loop_lag`` (lag summary in seconds); ``pools`` (every pool's stats, by the
+        name :meth:`pool_stats` gives it, and each extra MemoryPool's); ``resources`` (the resource manager's stats); ``trend`` (the profiler's verdict, see
         :class:`~sanaa_async_mem.memory.TrendVerdict`); ``alerts`` (the profiler's active alerts).
 
         Synchronous and on the caller's thread: it reads psutil (~tens of us) and walks the frozen
@@ -507,15 +505,22 @@ class MemoryOptimizer:
     # ---------------------------------------------------------------------------- alerts
 
     def pool_stats(self) -> dict[str, PoolStats]:
-        """Stats of every AsyncPool this optimizer knows, by name: its ``pools`` and the resource manager's
-        pool resources (read now; the exporters use this, so every figure comes from one place)."""
+        """Stats of every AsyncPool this optimizer knows, by name: its ``pools`` under their own names, and
+        the resource manager's pools under the name they are acquired by (the resource's), so one pool has
+        one name in ``/memory`` and in the metrics. Read now; the exporters use this, so every figure comes
+        from one place."""
         out: dict[str, PoolStats] = {}
+        managed = {
+            name: res.pool
+            for name, res in self.resource_manager.get_stats().resources.items()
+            if res.pool is not None
+        }
+        managed_names = {st.name for st in managed.values()}
         for pool in self.pools:
-            if isinstance(pool, AsyncPool):
+            if isinstance(pool, AsyncPool) and pool.name not in managed_names:
                 out[pool.name] = pool.stats()
-        for res in self.resource_manager.get_stats().resources.values():
-            if res.pool is not None:
-                out.setdefault(res.pool.name, res.pool)
+        for name, st in managed.items():
+            out.setdefault(name, st if st.name == name else dataclasses.replace(st, name=name))
         return out
 
     def _long_pauses(self) -> dict[int, int]:

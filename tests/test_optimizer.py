@@ -290,3 +290,19 @@ async def test_start_stop_close_are_the_same_calls_as_the_original_names() -> No
     await optimizer.start_optimization()
     await optimizer.close()
     assert not optimizer.running and optimizer.resource_manager.get_stats().state == "closed"
+
+
+async def test_a_pool_registered_as_a_resource_has_one_name_in_status_and_pool_stats() -> None:
+    pool: AsyncPool[object] = AsyncPool(object, max_size=2, name="postgres")
+    async with MemoryOptimizer(schedule_gc=False, snapshot_interval=3600) as optimizer:
+        optimizer.resource_manager.register_resource("db", pool)
+        async with optimizer.resource_manager.acquire("db", "load user"):
+            pass
+        status = optimizer.get_memory_status()
+        assert list(status["pools"]) == ["db"]
+        assert status["pools"]["db"]["acquired"] == 1 and status["pools"]["db"]["name"] == "db"
+        assert list(optimizer.pool_stats()) == ["db"]
+        # Also listed as an extra pool: still one entry, under the name it is acquired by.
+        optimizer.add_pool(pool)
+        assert list(optimizer.pool_stats()) == ["db"]
+    json.dumps(status)

@@ -414,8 +414,9 @@ class MemoryOptimizer:
         Keys: ``optimization_active``; ``system_memory`` (``total``, ``available``, ``used``,
         ``percentage``); ``process_memory`` (``rss``, ``vms``, ``high_memory_bytes``,
         ``percentage_of_high``); ``gc`` (collector, thresholds, counts, pauses per generation, and
-        ``scheduler`` or None); ``loop_lag`` (lag summary in seconds); ``pools`` (every pool's stats, by the
-        name :meth:`pool_stats` gives it, and each extra MemoryPool's); ``resources`` (the resource manager's stats); ``trend`` (the profiler's verdict, see
+        ``scheduler`` or None); ``loop_lag`` (lag summary in seconds); ``pools`` (every pool's stats, by
+        the name :meth:`pool_stats` gives it, and each extra MemoryPool's); ``resources`` (the resource
+        manager's stats); ``trend`` (the profiler's verdict, see
         :class:`~sanaa_async_mem.memory.TrendVerdict`); ``alerts`` (the profiler's active alerts).
 
         Synchronous and on the caller's thread: it reads psutil (~tens of us) and walks the frozen

@@ -124,10 +124,17 @@ def test_every_command_has_help_with_examples_and_exit_codes(command: list[str],
     assert "exit codes:" in result.stdout
 
 
-def test_version(tmp_path: Path) -> None:
-    result = run_cli("--version", cwd=tmp_path)
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag: str, tmp_path: Path) -> None:
+    result = run_cli(flag, cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("sanaa-mem ")
+
+
+def test_no_command_is_a_usage_error_with_the_usage(tmp_path: Path) -> None:
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: sanaa-mem") and "a command is needed" in result.stderr
 
 
 def test_the_load_runs_in_a_process_of_its_own(tmp_path: Path) -> None:

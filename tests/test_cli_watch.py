@@ -97,9 +97,25 @@ def test_command_mode_reports_a_leak_and_ends_the_command() -> None:
 
 
 def test_command_that_exits_on_its_own_stops_the_watch() -> None:
-    result = run_watch("--duration", "60", *FAST, "--", sys.executable, "-c", "import sys; sys.exit(3)")
+    result = run_watch("--duration", "60", *FAST, "--", sys.executable, "-c", "import time; time.sleep(0.5)")
     assert result.returncode == 0, result.stderr
-    assert "the process exited with code 3" in result.stdout
+    assert "the process exited with code 0" in result.stdout
+
+
+@pytest.mark.parametrize("code", [1, 3])
+def test_a_command_that_fails_is_said_so_and_exits_4(code: int) -> None:
+    result = run_watch("--duration", "60", *FAST, "--", sys.executable, "-c", f"import sys; sys.exit({code})")
+    assert result.returncode == 4, result.stderr
+    assert f"the process exited with code {code}" in result.stdout
+    assert f"the command failed: it exited with code {code}" in result.stderr
+
+
+def test_a_command_that_fails_at_once_reports_no_zero_memory() -> None:
+    result = run_watch("--duration", "60", *FAST, "--json", "--", "false")
+    assert result.returncode == 4
+    data = json.loads(result.stdout)
+    assert data["command_failed"] is True
+    assert data["memory"]["last"] != 0  # a zombie's memory reads as zero: it is not a sample
 
 
 def test_missing_pid_is_a_short_error() -> None:

@@ -5,10 +5,12 @@ Exit codes, the same for every command:
 
 * 0: done (for ``demo``: every database connection was closed);
 * 1: the check failed (``demo``: connections were left open; ``watch --fail-on-leak``: a leak was found);
-* 2: bad arguments (a short message on stderr, never a traceback);
+* 2: bad arguments or settings (a short message on stderr, never a traceback): an unknown option, a missing
+  command, a malformed environment variable, a summary file of the wrong shape;
 * 3: could not run: a file could not be read or written, a database could not be reached, an optional
   package is missing (the message names the extra to install), or (``watch``) the process does not exist,
-  cannot be read, or the command cannot be started.
+  cannot be read, or the command cannot be started;
+* 4: (``watch -- COMMAND``) the command failed: it exited by itself with a non-zero code.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ERROR = 3
+EXIT_COMMAND_FAILED = 4
 
 _EXIT_CODES = """\
 exit codes:
   0  done        1  check failed (demo: connections left open; watch --fail-on-leak: leak found)
   2  bad usage   3  could not run (I/O, database, missing optional package, no such process)
+  4  the command given to 'watch --' exited by itself with a non-zero code
 """
 
 _DEMO_EXAMPLES = """\
@@ -114,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  sanaa-mem report sanaa-mem-demo.jsonl --out report.html\n\n" + _EXIT_CODES,
         formatter_class=fmt,
     )
-    parser.add_argument("--version", action="version", version=f"sanaa-mem {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"sanaa-mem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     demo = sub.add_parser(
@@ -305,8 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
-        parser.print_help()
-        return EXIT_OK
+        # Like any argparse tool: no command is a usage error, with the usage to say what to type.
+        parser.print_usage(sys.stderr)
+        hint = f"{parser.prog}: a command is needed: demo, watch or report (see '{parser.prog} --help')"
+        print(hint, file=sys.stderr)
+        return EXIT_USAGE
     from ..errors import ConfigurationError
 
     try:

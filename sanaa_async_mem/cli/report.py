@@ -242,6 +242,7 @@ def render_report(
     page = build_html(
         snaps, summary=summary, threshold=threshold, title=f"sanaa-mem report: {Path(log).name}"
     )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # as ``demo --report`` does
     Path(out).write_text(page, encoding="utf-8")
     return str(out)
 

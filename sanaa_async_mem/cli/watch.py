@@ -35,6 +35,7 @@ from ._view import make_view
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 3
+EXIT_COMMAND_FAILED = 4
 
 # Seconds a started command gets to exit after SIGTERM before it is killed.
 _TERMINATE_GRACE = 5.0
@@ -148,7 +149,10 @@ def _name(process: psutil.Process) -> str:
 
 
 def _measure(process: psutil.Process, uss: bool) -> MemorySnapshot:
-    """One sample. Raises psutil.NoSuchProcess once the process is gone, AccessDenied if it cannot be read."""
+    """One sample. Raises psutil.NoSuchProcess once the process is gone (a zombie counts as gone: its memory
+    reads as zero), AccessDenied if it cannot be read."""
+    if process.status() == psutil.STATUS_ZOMBIE:
+        raise psutil.NoSuchProcess(process.pid)
     if uss:
         full = process.memory_full_info()
         rss, vms, uss_bytes = int(full.rss), int(full.vms), int(full.uss)
@@ -318,6 +322,8 @@ def watch(options: WatchOptions, out: TextIO | None = None) -> dict[str, Any]:
         "warmup": options.warmup,
         "trend": verdict.as_dict(),
         "leak_detected": verdict.is_leak,
+        # The command ended by itself with a failure (not because the watch ended it).
+        "command_failed": ended == "exited" and exit_code not in (None, 0),
         "log": None if options.log is None else str(options.log),
     }
 
@@ -338,7 +344,16 @@ def run_watch(options: WatchOptions, out: TextIO | None = None) -> int:
         print(json.dumps(result, indent=2), file=out)
     else:
         _print_summary(result, out)
-    return EXIT_FAILED if options.fail_on_leak and result["leak_detected"] else EXIT_OK
+    if options.fail_on_leak and result["leak_detected"]:
+        return EXIT_FAILED
+    if result["command_failed"]:
+        print(
+            f"sanaa-mem watch: the command failed: it exited with code {result['exit_code']} "
+            f"after {result['seconds']:.1f} s",
+            file=sys.stderr,
+        )
+        return EXIT_COMMAND_FAILED
+    return EXIT_OK
 
 
 def _print_summary(result: dict[str, Any], out: TextIO) -> None:

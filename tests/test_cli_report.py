@@ -123,3 +123,125 @@ def test_plots_render_in_headless_chromium(tmp_path: Path) -> None:
     assert rendered == {"memory", "top", "gc", "pool", "timeline"}
     assert dom.count('class="main-svg"') >= 5
     assert dom.count('class="trace bars"') >= 3
+
+
+# -- what the run saw, hostile summaries, several runs ------------------------------------------------------
+
+from sanaa_async_mem.cli.report import MIB, _axis_range  # noqa: E402
+from sanaa_async_mem.memory.snapshots import RunHeader  # noqa: E402
+
+
+def write_run(
+    path: Path, *, threshold: float, growth: int, pid: int = 1, verdict: dict | None = None
+) -> None:
+    header = RunHeader(
+        started=1_700_000_000.0,
+        monotonic=100.0,
+        pid=pid,
+        host="box",
+        python="3.11",
+        library="0.1.0",
+        settings={"leak_threshold": threshold, "analyzer": {"threshold": threshold, "min_samples": 10}},
+    )
+    lines = [header.to_json()]
+    for i in range(40):
+        snap = MemorySnapshot(
+            timestamp=1_700_000_000.0 + i,
+            monotonic=100.0 + i,
+            rss=50_000_000 + growth * i,
+            vms=1,
+            samples=((100.0 + i - 0.5, 50_000_000 + growth * i - growth // 2, None),),
+            verdict=verdict if i == 39 else None,
+        )
+        lines.append(snap.to_json())
+    with path.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def test_the_threshold_and_verdict_are_the_runs_own_and_the_report_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "app.jsonl"
+    recorded = {
+        "status": "leak",
+        "is_leak": True,
+        "slope": 5000.0,
+        "slope_low": 4000.0,
+        "slope_high": 6000.0,
+        "threshold": 4096.0,
+        "level": 5.02e7,
+        "span": 40.0,
+        "samples": 80,
+        "source": "rss",
+    }
+    write_run(log, threshold=4096, growth=5000, verdict=recorded)
+    out = tmp_path / "deep" / "folder" / "report.html"  # created, as demo --report does
+    assert main(["report", str(log), "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["threshold"] == 4096 and "run's settings" in result["threshold_source"]
+    assert result["verdict_source"] == "as recorded by the run"
+    assert result["trend"]["slope"] == 5000.0
+    assert result["samples"] == 80  # the cheap samples between records count
+    page = out.read_text()
+    assert "from the run&#x27;s settings" in page or "from the run's settings" in page
+    assert "e+0" not in page.split("<section")[0]  # no e-notation in the header
+    assert "box (PID 1" in page and "2023-11-14 22:13:20 UTC" in page
+    # Another threshold is judged anew, and said so.
+    assert main(["report", str(log), "--out", str(out), "--json", "--threshold", "100000"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["threshold_source"] == "--threshold" and again["verdict_source"].startswith("judged")
+    assert again["trend"]["is_leak"] is False
+
+
+def test_two_runs_in_one_log_report_the_newest_and_say_how_many(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "app.jsonl"
+    write_run(log, threshold=1000, growth=100_000, pid=1)
+    write_run(log, threshold=1000, growth=0, pid=2)
+    with log.open("a") as f:
+        f.write('garbage\n{"half": \n')
+    assert main(["report", str(log), "--out", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs" in out and "2 lines of the log were not valid records" in out
+    assert "trend (rss): no growth" in out  # the newest run does not grow; the first one did
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        [],
+        {"gc": []},
+        {"gc": {"pauses": {"0": {"buckets": "many"}}}},
+        {"pool": {"wait": {"buckets": [["a", 1]]}}},
+        {"timeline": 5},
+        {"timeline": [{"t": "x"}]},
+        {"memory": {"thresholds": {"leak_bytes_per_second": "fast"}}},
+        {"leak_detected": "yes"},
+    ],
+)
+def test_a_summary_of_the_wrong_shape_is_one_line_and_exit_2(
+    summary: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "app.jsonl"
+    write_log(log, growth=0)
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(summary))
+    assert main(["report", str(log), "--summary", str(path), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_empty_summary_object_is_fine(tmp_path: Path) -> None:
+    log = tmp_path / "app.jsonl"
+    write_log(log, growth=0)
+    path = tmp_path / "s.json"
+    path.write_text("{}")
+    assert main(["report", str(log), "--summary", str(path), "--out", str(tmp_path / "r.html")]) == 0
+
+
+def test_axes_never_stretch_a_small_change_into_a_cliff() -> None:
+    low, high = _axis_range([100 * MIB, 100.3 * MIB])
+    assert high - low >= 10.0  # MiB: a tenth of the level, so 0.3 MiB stays small
+    low, high = _axis_range([2 * MIB, 2.1 * MIB])
+    assert high - low >= 4.0  # and never less than 4 MiB

@@ -231,29 +231,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..memory.snapshots import load_snapshots
-    from .report import ReportError, analyze, load_summary, render_report
+    from .report import ReportError, SummaryError, explanation, label, load_summary, render_report
 
     try:
         summary = load_summary(args.summary) if args.summary is not None else None
-        out = render_report(args.log, args.out, summary=summary, threshold=args.threshold)
-        snaps = load_snapshots(args.log)
+    except SummaryError as exc:
+        print(f"sanaa-mem report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"sanaa-mem report: {_describe(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        report = render_report(args.log, args.out, summary=summary, threshold=args.threshold)
     except (OSError, ReportError, ImportError) as exc:
         print(f"sanaa-mem report: {_describe(exc)}", file=sys.stderr)
         return EXIT_ERROR
-    threshold = args.threshold
-    if threshold is None:
-        threshold = (
-            1000.0 if summary is None else float(summary["memory"]["thresholds"]["leak_bytes_per_second"])
-        )
-    source, _, _, verdict = analyze(snaps, threshold)
+    verdict = report.verdict
+    source = verdict.get("source", "rss")
     if args.json:
         print(
-            json.dumps({"report": out, "snapshots": len(snaps), "source": source, "trend": verdict.as_dict()})
+            json.dumps(
+                {
+                    "report": str(args.out),
+                    "snapshots": len(report.snapshots),
+                    "samples": len(report.series.times),
+                    "runs": len(report.log.runs),
+                    "skipped_lines": report.log.skipped,
+                    "source": source,
+                    "threshold": report.threshold,
+                    "threshold_source": report.threshold_source,
+                    "verdict_source": report.verdict_source,
+                    "trend": verdict,
+                }
+            )
         )
     else:
-        print(f"{len(snaps)} snapshots, trend ({source}): {verdict.status}")
-        print(f"report: {out}")
+        print(
+            f"{len(report.series.times)} samples ({len(report.snapshots)} snapshots); "
+            f"trend ({source}): {label(verdict)}: {explanation(verdict)} [{report.verdict_source}]"
+        )
+        if report.log.skipped:
+            print(f"{report.log.skipped} lines of the log were not valid records and were skipped")
+        if len(report.log.runs) > 1:
+            print(f"the log holds {len(report.log.runs)} runs: the report shows the newest")
+        print(f"report: {args.out}")
     return EXIT_OK
 
 

@@ -13,6 +13,8 @@ import collections
 import time
 from typing import Any, Protocol, TextIO
 
+from ._format import rate
+
 __all__ = ["View", "make_view", "plain_line", "rows", "sparkline", "trend_text"]
 
 # The panel's width: enough for every line, never the whole width of a wide terminal.
@@ -34,16 +36,6 @@ def mib(n: float | None) -> str:
 
 def ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1e3:.2f} ms"
-
-
-def rate(bytes_per_second: float) -> str:
-    """A growth rate in words a person reads at a glance (``+12.3 KiB/s``, ``-800 B/s``)."""
-    sign = "+" if bytes_per_second >= 0 else "-"
-    value = abs(bytes_per_second)
-    for unit, size in (("MiB/s", 1048576.0), ("KiB/s", 1024.0)):
-        if value >= size:
-            return f"{sign}{value / size:,.1f} {unit}"
-    return f"{sign}{value:,.0f} B/s"
 
 
 def trend_text(frame: dict[str, Any]) -> str:

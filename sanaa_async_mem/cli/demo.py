@@ -441,7 +441,8 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     try:
         paths["summary"].write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
         try:
-            report_note = render_report(paths["log"], paths["report"], summary=result)
+            render_report(paths["log"], paths["report"], summary=result)
+            report_note = str(paths["report"])
         except (ImportError, ReportError) as exc:
             report_note = f"not written ({exc})"
     except OSError as exc:

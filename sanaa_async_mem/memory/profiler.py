@@ -199,6 +199,7 @@ class MemoryProfiler:
         self._samples_since_evidence = 0
         self._next_rank = 0.0
         self._evidence: tuple[TopConsumer, ...] = ()
+        self._unsaved_evidence: tuple[TopConsumer, ...] = ()
         self._header_written = False
         self.ticks = 0  # stored snapshots taken
         self.samples = 0  # cheap samples taken (stored snapshots included)
@@ -416,6 +417,7 @@ class MemoryProfiler:
             self._auto_rankings += 1
             if self._auto_rankings >= self.evidence_snapshots:
                 self._evidence = await self.tracing.evidence()
+                self._unsaved_evidence = self._evidence
                 self._auto_trace_done = True
                 self._samples_since_evidence = 0
                 log.warning(
@@ -489,13 +491,16 @@ class MemoryProfiler:
         )
 
     def _record(self, snap: MemorySnapshot, top: tuple[TopConsumer, ...]) -> MemorySnapshot:
-        """The stored form: the snapshot with the samples since the previous record and the verdict now."""
+        """The stored form: the snapshot with the samples since the previous record, the verdict now (and
+        the series it judged), and leak evidence captured since the previous record."""
         samples = tuple(self._unsaved)
         self._unsaved.clear()
-        verdict = self._verdict
-        return dataclasses.replace(
-            snap, top=top, samples=samples, verdict=None if verdict is None else verdict.as_dict()
-        )
+        verdict: dict[str, Any] | None = None
+        if self._verdict is not None:
+            verdict = self._verdict.as_dict()
+            verdict["source"] = self._series.source
+        evidence, self._unsaved_evidence = self._unsaved_evidence, ()
+        return dataclasses.replace(snap, top=top, samples=samples, verdict=verdict, evidence=evidence)
 
     @staticmethod
     async def _append_after(
@@ -793,7 +798,6 @@ def _merge(
 
 
 def _without_top(d: dict[str, Any]) -> dict[str, Any]:
-    d.pop("top", None)
-    d.pop("samples", None)
-    d.pop("verdict", None)
+    for key in ("top", "samples", "verdict", "evidence"):
+        d.pop(key, None)
     return d

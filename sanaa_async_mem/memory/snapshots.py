@@ -80,7 +80,8 @@ class MemorySnapshot:
     ``traced``/``traced_peak`` and ``top`` exist only while tracemalloc was tracing. ``samples`` are the
     cheap ``(monotonic, rss, traced or None)`` samples taken since the previous stored snapshot (the trend
     is judged on them); ``verdict`` is the profiler's trend verdict at this moment (its ``as_dict()``), or
-    None.
+    None. ``evidence`` is set on the first record after the profiler captured leak evidence: the lines whose
+    memory grew most while the leak was suspected.
     """
 
     timestamp: float
@@ -97,14 +98,16 @@ class MemorySnapshot:
     top: tuple[TopConsumer, ...] = ()
     samples: tuple[tuple[float, int, int | None], ...] = ()
     verdict: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)
+    evidence: tuple[TopConsumer, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """A plain dict of JSON types (tuples become lists), with the format version under ``"v"``."""
         d: dict[str, Any] = {"v": FORMAT_VERSION}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "top":
-                d["top"] = [c.as_dict() for c in value]
+            if f.name in ("top", "evidence"):
+                if value or f.name == "top":
+                    d[f.name] = [c.as_dict() for c in value]
             elif f.name in ("gc_counts", "samples"):
                 d[f.name] = [list(x) if isinstance(x, tuple) else x for x in value]
             elif f.name == "verdict":
@@ -126,22 +129,8 @@ class MemorySnapshot:
         version = data.get("v", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ValueError(f"unknown snapshot format version {version!r}")
-        top_raw = data.get("top", [])
-        if not isinstance(top_raw, list):
-            raise TypeError("'top' must be a list")
-        top = tuple(
-            TopConsumer(
-                location=_str(c["location"]),
-                size=_int(c["size"]),
-                count=_int(c["count"]),
-                size_diff=_int(c.get("size_diff", 0)),
-                count_diff=_int(c.get("count_diff", 0)),
-                text=_str(c.get("text", "")),
-                seconds=_float(c.get("seconds", 0.0)),
-            )
-            for c in top_raw
-            if _is_object(c)
-        )
+        top = _consumers(data, "top")
+        evidence = _consumers(data, "evidence")
         gc_raw = data.get("gc_counts", [])
         if not isinstance(gc_raw, list):
             raise TypeError("'gc_counts' must be a list")
@@ -166,12 +155,32 @@ class MemorySnapshot:
             top=top,
             samples=tuple(_sample(x) for x in samples_raw),
             verdict=verdict,
+            evidence=evidence,
         )
 
     @classmethod
     def from_json(cls, line: str) -> MemorySnapshot:
         """Parse one line written by :meth:`to_json`. Raises ValueError/TypeError/KeyError if malformed."""
         return cls.from_dict(json.loads(line))
+
+
+def _consumers(data: Mapping[str, Any], key: str) -> tuple[TopConsumer, ...]:
+    raw = data.get(key, [])
+    if not isinstance(raw, list):
+        raise TypeError(f"{key!r} must be a list")
+    return tuple(
+        TopConsumer(
+            location=_str(c["location"]),
+            size=_int(c["size"]),
+            count=_int(c["count"]),
+            size_diff=_int(c.get("size_diff", 0)),
+            count_diff=_int(c.get("count_diff", 0)),
+            text=_str(c.get("text", "")),
+            seconds=_float(c.get("seconds", 0.0)),
+        )
+        for c in raw
+        if _is_object(c)
+    )
 
 
 def _is_object(x: Any) -> bool:

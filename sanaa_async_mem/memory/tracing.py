@@ -70,25 +70,37 @@ _FILTERS = (
 )
 
 
-def _site_dirs() -> tuple[str, ...]:
-    dirs = [*site.getsitepackages(), site.getusersitepackages(), *(p for p in sys.path if "-packages" in p)]
-    # Longest first, so a nested site directory wins over its parent.
-    return tuple(sorted({os.path.abspath(d) for d in dirs if d}, key=len, reverse=True))
+def _bases() -> tuple[tuple[str, str], ...]:
+    """(directory, label) pairs a source file can be shown relative to, longest directory first: the
+    site-packages directories (shown as ``site-packages/...``), then every other import root (the standard
+    library, an editable checkout: shown relative to it)."""
+    site_dirs = {os.path.abspath(d) for d in (*site.getsitepackages(), site.getusersitepackages()) if d}
+    site_dirs |= {os.path.abspath(p) for p in sys.path if p and "-packages" in os.path.basename(p)}
+    roots = {os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)} - site_dirs
+    pairs = [(d, "site-packages/") for d in site_dirs] + [(d, "") for d in roots]
+    return tuple(sorted(pairs, key=lambda pair: len(pair[0]), reverse=True))
 
 
-_SITE_DIRS = _site_dirs()
+_BASES = _bases()
 
 
 def relative_location(filename: str, lineno: int) -> str:
-    """``file:line`` with the file relative to the working directory or its ``site-packages`` directory
-    (``app/cache.py:42``, ``site-packages/aiohttp/web.py:7``); other absolute paths are kept."""
-    path = os.path.abspath(filename) if not filename.startswith("<") else filename
-    for base in _SITE_DIRS:
-        if path.startswith(base + os.sep):
-            return f"site-packages/{os.path.relpath(path, base)}:{lineno}"
+    """``file:line`` with the file relative to the working directory (the project: ``app/cache.py:42``), to
+    its ``site-packages`` directory (``site-packages/aiohttp/web.py:7``) or to the import root it was loaded
+    from (``json/decoder.py:353``); a path under none of them is kept whole."""
+    if filename.startswith("<"):
+        return f"{filename}:{lineno}"
+    path = os.path.abspath(filename)
     cwd = os.getcwd()
-    if path.startswith(cwd + os.sep):
+    best: tuple[str, str] | None = None
+    for base, label in _BASES:
+        if path.startswith(base + os.sep):
+            best = (base, label)
+            break
+    if path.startswith(cwd + os.sep) and (best is None or len(cwd) >= len(best[0])):
         return f"{os.path.relpath(path, cwd)}:{lineno}"
+    if best is not None:
+        return f"{best[1]}{os.path.relpath(path, best[0])}:{lineno}"
     return f"{path}:{lineno}"
 
 

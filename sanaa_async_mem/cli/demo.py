@@ -267,8 +267,6 @@ def _frame(
         "rss": None if snap is None else snap.rss,
         "traced": None if snap is None else snap.traced,
         "trend": verdict.as_dict(),
-        "trend_status": verdict.status,
-        "trend_slope": verdict.slope if verdict.status != "insufficient_data" else None,
         "trend_source": profiler.trend_source,
         "leak_alert": profiler.leak_alert_active,
         "gc_full_collections": 0 if sched is None else sum(sched.full_collections.values()),
@@ -310,22 +308,23 @@ async def _open_backend(
 
 async def _run(options: DemoOptions, out: TextIO) -> dict[str, Any]:
     paths = output_paths(options.report)
+    # Settings first (a malformed environment variable fails here, before anything is opened).
+    optimizer = MemoryOptimizer(
+        snapshot_interval=options.interval,
+        leak_threshold_bytes_per_second=options.leak_threshold,
+        freeze_startup_heap=True,
+        profiler_options={
+            "store": paths["log"],
+            "warmup": 1.0,
+            "top_n": 10,
+            # Short: tracing slows the service down, and the demo is short.
+            "trace_interval": max(0.3, 2 * options.interval),
+            # Two verdicts in a row, not three: a short demo must still alert.
+            "persistence": 2,
+        },
+    )
     with tempfile.TemporaryDirectory(prefix="sanaa-demo-") as tmp:
         pool, query, backend = await _open_backend(options, tmp)
-        optimizer = MemoryOptimizer(
-            snapshot_interval=options.interval,
-            leak_threshold_bytes_per_second=options.leak_threshold,
-            freeze_startup_heap=True,
-            profiler_options={
-                "store": paths["log"],
-                "warmup": 1.0,
-                "top_n": 10,
-                # Short: tracing slows the service down, and the demo is short.
-                "trace_interval": max(0.3, 2 * options.interval),
-                # Two verdicts in a row, not three: a short demo must still alert.
-                "persistence": 2,
-            },
-        )
         optimizer.resource_manager.register_resource("db", pool)
         service = _Service(optimizer.resource_manager, query, options.leak)
         view = make_view(options.view, out, quiet=options.as_json)
@@ -390,6 +389,9 @@ async def _run(options: DemoOptions, out: TextIO) -> dict[str, Any]:
             view.close()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
+            # Closes the pool however the run ended (idempotent after the optimizer's own close): a pool
+            # left open would keep the process alive on its driver's threads.
+            await optimizer.aclose()
         stats = pool.stats()
     figures = load.figures
     pool_dict = stats.as_dict()

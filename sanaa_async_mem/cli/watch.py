@@ -215,8 +215,7 @@ class _Watch:
             "t": last.monotonic - self.start,
             "duration": self.options.duration,
             "rss": last.rss,
-            "trend_status": verdict.status,
-            "trend_slope": None if verdict.status == "insufficient_data" else verdict.slope,
+            "trend": verdict.as_dict(),
             "leak_alert": verdict.is_leak,
         }
 

@@ -36,6 +36,7 @@ from ._process import process, rss
 from .alerts import Alert, AlertCallback, AlertDispatcher, AlertKind
 from .collector.optimizer import GarbageCollectionOptimizer
 from .collector.scheduler import GCScheduler
+from .collector.state import GCLease, gc_state
 from .config import Settings, duration, seconds
 from .errors import ConfigurationError
 from .loop_monitor import LoopLagMonitor
@@ -55,51 +56,33 @@ __all__ = [
 
 _log = get_logger("memory")
 
-# The same value GCScheduler uses: the largest valid C int, so the interpreter never reaches it.
-_OUT_OF_REACH = 2**31 - 1
-
 # ------------------------------------------------------------------------------ memory_efficient_context
 
 
 class _Deferral:
-    """Process-wide count of open memory-efficient blocks; full collections stay deferred while any is open.
+    """Process-wide count of open memory-efficient blocks, so that the last one out is the one that collects.
 
-    The collector is process-global, so nesting (and overlapping blocks in several tasks or threads) is
-    counted here: the first block in raises the oldest threshold out of reach (unless something, such as a
-    running GCScheduler, already did), the last block out puts it back and is the one that collects.
+    The GC setting itself is not kept here: each block holds a ``defer`` lease on the process's GC state
+    (:mod:`sanaa_async_mem.collector.state`), which composes with a running GCScheduler's own lease.
     """
 
-    __slots__ = ("_depth", "_lock", "_saved")
+    __slots__ = ("_depth", "_lock")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
-        self._saved: int | None = None
 
-    def enter(self) -> None:
+    def enter(self) -> GCLease:
         with self._lock:
             self._depth += 1
-            if self._depth > 1:
-                return
-            young, middle, oldest = gc.get_threshold()[:3]
-            if oldest != _OUT_OF_REACH:
-                self._saved = oldest
-                gc.set_threshold(young, middle, _OUT_OF_REACH)
+            return gc_state().defer_full_collections("memory_efficient_context")
 
-    def leave(self) -> bool:
+    def leave(self, lease: GCLease) -> bool:
         """Close one block; True if it was the last one open (the caller then collects)."""
         with self._lock:
             self._depth -= 1
-            if self._depth > 0:
-                return False
-            saved, self._saved = self._saved, None
-            if saved is not None:
-                current = gc.get_threshold()
-                # Put it back only if nobody changed it meanwhile (a GCScheduler started inside the block
-                # owns it now and restores its own saved value when it stops).
-                if current[2] == _OUT_OF_REACH:
-                    gc.set_threshold(current[0], current[1], saved)
-            return True
+            lease.release()
+            return self._depth == 0
 
     @property
     def depth(self) -> int:
@@ -151,13 +134,14 @@ class MemoryEfficientContext:
     adds no cancellation point; the closing collection blocks the loop for its duration.
     """
 
-    __slots__ = ("_collect", "_entered_at", "_rss_before", "_scheduler", "result")
+    __slots__ = ("_collect", "_entered_at", "_lease", "_rss_before", "_scheduler", "result")
 
     def __init__(self, *, collect: bool = True, scheduler: GCScheduler | None = None) -> None:
         self._collect = collect
         self._scheduler = scheduler
         self._rss_before: int | None = None
         self._entered_at = 0.0
+        self._lease: GCLease | None = None
         self.result: MemoryDelta | None = None
 
     def __enter__(self) -> MemoryEfficientContext:
@@ -165,7 +149,7 @@ class MemoryEfficientContext:
             raise RuntimeError("this memory_efficient_context() is already open; make one per block")
         self._rss_before = rss()
         self._entered_at = time.perf_counter()
-        _DEFERRAL.enter()
+        self._lease = _DEFERRAL.enter()
         if self._scheduler is not None:
             self._scheduler.request_started()
         return self
@@ -179,7 +163,9 @@ class MemoryEfficientContext:
         block_seconds = time.perf_counter() - self._entered_at
         if self._scheduler is not None:
             self._scheduler.request_finished()
-        outermost = _DEFERRAL.leave()
+        lease, self._lease = self._lease, None
+        assert lease is not None, "exit without enter"
+        outermost = _DEFERRAL.leave(lease)
         collected = 0
         collection_seconds = 0.0
         if outermost and self._collect:

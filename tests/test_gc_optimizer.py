@@ -340,7 +340,7 @@ async def test_unregistered_callback_no_longer_runs(optimizer: GarbageCollection
     unregister()  # idempotent
     await optimizer.run_cleanup_callbacks()
     assert calls == []
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigurationError, match="callback"):
         optimizer.register_cleanup_callback("not callable")  # type: ignore[arg-type]
 
 
@@ -476,3 +476,62 @@ def test_detect_collector_knows_the_incremental_releases(monkeypatch: pytest.Mon
     assert detect_collector().kind == "incremental"
     monkeypatch.setattr(sys, "version_info", (3, 14, 5, "final", 0))
     assert detect_collector().kind == "generational"
+
+
+# ---------------------------------------------------------------------------------- verbs and results
+
+
+def test_optimizing_settings_already_in_force_says_unchanged(
+    optimizer: GarbageCollectionOptimizer, caplog: pytest.LogCaptureFixture
+) -> None:
+    young = max(Settings().gc_collection_threshold, detect_collector().default_young_threshold)
+    gc.set_threshold(young, 10, 10)
+    with caplog.at_level(logging.INFO, logger="sanaa.gc"):
+        change = optimizer.optimize_gc_settings()
+    assert (change.applied, change.reason, change.changed, change.froze) == (False, "unchanged", {}, 0)
+    assert "GC settings unchanged" in caplog.text
+    assert "->" not in caplog.text
+    assert optimizer.pauses.installed  # the policy is in force: pauses are recorded all the same
+    gc.set_threshold(500, 10, 10)
+    change = optimizer.optimize_gc_settings()  # now it does change something
+    assert change.applied and change.reason == "applied"
+
+
+@pytest.mark.parametrize("bad", [10**400, -(10**400), 2**31, -1, 1.0, "5"])
+def test_huge_or_malformed_thresholds_are_configuration_errors(
+    optimizer: GarbageCollectionOptimizer, bad: object
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"thresholds\[0\]"):
+        optimizer.optimize_gc_settings(thresholds=(bad, 10, 10))  # type: ignore[arg-type]
+    assert gc.get_threshold() == GCSettings.capture().thresholds
+
+
+def test_stats_is_a_frozen_snapshot_and_get_gc_stats_its_dict(optimizer: GarbageCollectionOptimizer) -> None:
+    import dataclasses
+
+    optimizer.optimize_gc_settings()
+    stats = optimizer.stats()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.enabled = False  # type: ignore[misc]
+    assert stats.state.leases["thresholds"] >= 1
+    as_dict = optimizer.get_gc_stats()
+    assert set(as_dict) == set(stats.as_dict())
+    assert as_dict["thresholds"] == stats.thresholds
+    assert as_dict["leases"]["owners"] == ["thresholds:GarbageCollectionOptimizer"]
+
+
+def test_two_optimizers_restored_in_either_order_put_back_the_original(
+    optimizer: GarbageCollectionOptimizer,
+) -> None:
+    gc.set_threshold(500, 7, 9)
+    other = GarbageCollectionOptimizer(Settings())
+    optimizer.optimize_gc_settings(thresholds=(1111, 7, 9))
+    other.optimize_gc_settings(thresholds=(2222, 8, 9))
+    assert gc.get_threshold() == (2222, 8, 9)
+    other.restore_gc_settings()  # the newer first...
+    assert gc.get_threshold() == (1111, 7, 9)
+    other.optimize_gc_settings(thresholds=(3333, 8, 9))
+    optimizer.restore_gc_settings()  # ...or the older first: what the other asks for stays in force
+    assert gc.get_threshold() == (3333, 8, 9)
+    other.restore_gc_settings()
+    assert gc.get_threshold() == (500, 7, 9)

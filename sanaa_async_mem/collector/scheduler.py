@@ -52,13 +52,11 @@ from .._logging import get_logger
 from .._process import rss
 from ..config import Settings, fraction, positive_int, positive_number, seconds
 from ..errors import ConfigurationError, GCError
-from .optimizer import CollectorInfo, GarbageCollectionOptimizer, detect_collector
+from .kind import CollectorInfo, detect_collector
+from .optimizer import GarbageCollectionOptimizer
+from .state import OUT_OF_REACH, GCLease, gc_state
 
 _log = get_logger("gc")
-
-# gc.set_threshold parses C ints: this is the largest oldest-generation threshold that is still valid,
-# and the middle generation cannot be collected 2**31 times between two of our full collections.
-_OUT_OF_REACH = 2**31 - 1
 
 Reason = Literal["idle", "deadline", "memory_cap"]
 Mode = Literal["deferred", "passive"]
@@ -168,7 +166,7 @@ class GCScheduler:
         self.mode: Mode = "deferred" if self.collector.kind == "generational" else "passive"
         self.in_flight = 0
         self._task: asyncio.Task[None] | None = None
-        self._saved_oldest: int | None = None
+        self._lease: GCLease | None = None
         self._due_since: float | None = None
         self._not_before = 0.0
         self._live_objects: int | None = None
@@ -193,20 +191,16 @@ class GCScheduler:
         if self._task is not None and not self._task.done():
             raise GCError("GCScheduler is already running")
         loop = asyncio.get_running_loop()
+        self.mode = "deferred" if self.collector.kind == "generational" else "passive"
         if self.mode == "deferred":
-            thresholds = gc.get_threshold()
-            self._saved_oldest = thresholds[2]
+            oldest = gc_state().application_thresholds()[2]
             # The interpreter's own first criterion (middle collections since the last full one) stays
-            # ours too; keep its value unless it is already out of reach (someone else deferred them).
-            self._due_middles = thresholds[2] if 0 < thresholds[2] < _OUT_OF_REACH else 10
+            # ours too, with the application's value (not a deferring lease's).
+            self._due_middles = oldest if 0 < oldest < OUT_OF_REACH else 10
             # The growth criterion needs the size of the live unfrozen heap; counting it once here costs a
             # fraction of one full collection (frozen objects are not in the list).
             self._live_objects = len(gc.get_objects(2))
-            try:
-                gc.set_threshold(thresholds[0], thresholds[1], _OUT_OF_REACH)
-            except (ValueError, OverflowError) as exc:  # pragma: no cover - value is a valid C int
-                self._saved_oldest = None
-                raise GCError(f"cannot defer full collections: {exc}") from exc
+            self._lease = gc_state().defer_full_collections("GCScheduler")
         if self.mode == "passive":
             _log.info(
                 "GC scheduler passive (%s collector: %s): only the memory cap is enforced",
@@ -251,16 +245,9 @@ class GCScheduler:
         return self._task is not None and not self._task.done()
 
     def _restore(self) -> None:
-        saved, self._saved_oldest = self._saved_oldest, None
-        if saved is None:
-            return
-        current = gc.get_threshold()
-        if current[2] == _OUT_OF_REACH:
-            gc.set_threshold(current[0], current[1], saved)
-        else:
-            _log.warning(
-                "oldest-generation threshold changed to %d while the GC scheduler ran; leaving it", current[2]
-            )
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
     # ------------------------------------------------------------------ requests
 
@@ -342,6 +329,13 @@ class GCScheduler:
             if rss >= self.memory_cap_bytes:
                 return "memory_cap"
         if self.mode != "deferred" or not gc.isenabled():
+            return None
+        lease = self._lease
+        if lease is not None and not lease.in_force:
+            # The application set the oldest threshold itself (see collector.state): full collections are
+            # the interpreter's again, and running ours as well would double them.
+            self.mode = "passive"
+            _log.warning("the GC scheduler leaves full collections to the interpreter from now on")
             return None
         growth = self._growth()
         if growth is not None and growth >= self.max_growth and gc.get_count()[2] >= 1:

@@ -825,6 +825,13 @@ async def test_stale_lease_cannot_return_an_object_someone_else_holds() -> None:
         await pool.put(again)
 
 
+async def test_awaiting_acquire_fails_with_a_hint() -> None:
+    async with AsyncPool(Conn, max_size=1) as pool:
+        with pytest.raises(TypeError, match=r"async with pool\.acquire\(\)"):
+            await pool.acquire()  # type: ignore[misc]
+        assert pool.stats().acquired == 0 and pool.stats().in_use == 0
+
+
 async def test_acquire_before_open() -> None:
     pool = AsyncPool(Conn)
     with pytest.raises(PoolError, match="not open"):

@@ -179,7 +179,7 @@ class PoolModel(RuleBasedStateMachine):
 
     @invariant()
     def held_objects_are_checked_out(self) -> None:
-        checked_out = {id(e.obj) for e in self.pool._in_use.values()}
+        checked_out = {id(e.obj) for e in self.pool._entries.values() if e.holder is not None}
         for obj in self.held():
             assert id(obj) in checked_out
 

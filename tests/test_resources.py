@@ -191,6 +191,73 @@ async def test_bad_registration_names_the_parameter_and_registers_nothing(
         assert manager.names == ()
 
 
+async def test_the_three_registration_forms() -> None:
+    factory = Factory()
+    cleanups = Cleanups()
+    pool = AsyncPool(Factory(), max_size=2, name="own")
+    async with ResourceManager() as manager:
+        manager.register_resource("settings", {"region": "eu"}, cleanups.sync("settings"))
+        manager.register_pool("cache", pool, cleanup=cleanups.sync("cache"))
+        manager.register_factory("db", factory, max_concurrent=3, close=close_conn, timeout=5)
+        async with (
+            manager.acquire("settings") as cfg,
+            manager.acquire("cache") as c,
+            manager.acquire("db") as d,
+        ):
+            assert cfg == {"region": "eu"} and isinstance(c, Conn) and d is factory.made[0]
+        db_pool = manager.get_pool("db")
+        assert db_pool is not None and (db_pool.name, db_pool.max_size) == ("db", 3)
+        assert manager.get_pool("cache") is pool and manager.get_pool("settings") is None
+    assert sorted(cleanups.names()) == ["cache", "settings"] and pool.closed
+    assert factory.made[0].closed == 1
+
+
+@pytest.mark.parametrize(
+    ("register", "param"),
+    [
+        (lambda m: m.register_pool("p", object()), "pool"),
+        (lambda m: m.register_pool("p", AsyncPool(Factory()), max_concurrent=0), "max_concurrent"),
+        (lambda m: m.register_pool("p", AsyncPool(Factory()), cleanup=3), "cleanup"),
+        (lambda m: m.register_factory("f", "nope"), "factory"),
+        (lambda m: m.register_factory("f", Factory(), bogus=1), "bogus"),
+        (lambda m: m.register_factory("f", Factory(), max_size=0), "max_size"),
+        (lambda m: m.register_factory("f", Factory(), max_size=4, max_concurrent=2), "max_concurrent"),
+        (lambda m: m.register_factory("", Factory()), "name"),
+    ],
+)
+async def test_bad_pool_and_factory_registrations_name_the_parameter(
+    register: Callable[[ResourceManager], None], param: str
+) -> None:
+    async with ResourceManager() as manager:
+        with pytest.raises(ConfigurationError) as info:
+            register(manager)
+        assert info.value.name == param
+        assert manager.names == ()
+
+
+async def test_awaiting_acquire_fails_with_a_hint_to_use_async_with() -> None:
+    async with ResourceManager() as manager:
+        manager.register_resource("db", object())
+        with pytest.raises(TypeError, match=r"async with manager.acquire\('db'\)"):
+            await manager.acquire("db")  # type: ignore[misc]  # what asyncpg users type
+        assert_quiet(manager, "db")
+        assert manager.get_resource_stats("db").acquisitions == 0
+
+
+async def test_stats_and_close_are_the_verbs_with_the_original_names_as_aliases() -> None:
+    manager = ResourceManager()
+    assert ResourceManager.get_stats is ResourceManager.stats
+    assert ResourceManager.aclose is ResourceManager.close
+    assert ResourceManager.acquire_resource is ResourceManager.acquire
+    manager.register_resource("a", object())
+    async with manager.acquire("a"):
+        pass
+    assert manager.stats() == manager.get_stats() and manager.stats().acquisitions == 1
+    await manager.close()
+    assert manager.stats().state == "closed"
+    await manager.aclose()  # idempotent under either name
+
+
 async def test_empty_name_duplicate_name_and_closed_pool_are_refused() -> None:
     async with ResourceManager() as manager:
         with pytest.raises(ConfigurationError, match="name"):

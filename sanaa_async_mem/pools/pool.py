@@ -2,29 +2,36 @@
 
 How it works, in one screen
 ---------------------------
-Every object the pool owns is in exactly one of four places, and the pool's size is their sum::
+Every object the pool owns has an entry in ``_entries`` and is in exactly one of these states; the pool's
+size is the number of entries plus the factory calls in flight (never above ``max_size``)::
 
-    size = len(idle) + len(in_use) + creating + returning      (never above max_size)
+    size = len(idle) + in_use + returning + creating
 
-* ``idle``: a deque of free objects, used LIFO (hot objects stay hot, cold ones age out by ``max_idle``);
-* ``in_use``: handed to a caller (or to a waiter whose task has not resumed yet);
-* ``creating``: a factory call in flight, in its own task;
-* ``returning``: a ``reset`` hook in flight, in its own task.
+* idle: in the ``_idle`` deque, used LIFO (hot objects stay hot, cold ones age out by ``max_idle``);
+* in use: handed to a caller (``entry.holder`` is its task), to a waiter whose task has not resumed yet,
+  or being checked before a hand-out;
+* returning: an asynchronous ``reset`` in flight, in a task of its own;
+* creating: a factory call in flight, in a task of its own (no entry yet).
 
-All changes of that state happen in small synchronous methods (:meth:`_give`, :meth:`_grow`,
-:meth:`_discard`, :meth:`_take_back`, :meth:`_release`) that never await, so a cancellation can never
-leave it half-changed. The pool awaits only to wait for an object and to run hooks (factory, check, reset,
-close).
+Waiting callers are in a :class:`~sanaa_async_mem.pools.waitqueue.WaitQueue`: a freed object is handed
+straight to the oldest caller still waiting (its future is resolved with the entry), never put back where
+the releasing task could take it again. A waiter whose task was cancelled (or whose deadline passed) after
+the hand-over passes the object on. Deadlines are timers on the loop's clock; they never cancel anything.
 
-The hot paths (``_Lease.__aenter__`` and ``_take_back``) write out a few steps that also exist as
-methods (``_enqueue``'s and ``_give``'s common cases): under load every acquire and release goes through
-them, and in a service whose queries take tens of microseconds each extra call is measurable (see
-``benchmarks/db_bench.py``). The written-out copies say so where they stand.
+All changes of that state happen in small synchronous methods that never await (:meth:`_give`,
+:meth:`_take_back`, :meth:`_drop`, :meth:`_discard`, :meth:`_grow` and the done-callbacks of the
+background tasks), so a cancellation can never leave it half-changed. The pool awaits only to wait for an
+object and to run hooks. Background work (factory calls, asynchronous resets, close hooks) runs in tasks
+whose done-callbacks are the only place their outcome is booked.
 
-Fairness: a freed object is given straight to the oldest waiter that is still waiting (its future is
-resolved with the object), never put back where the releasing task could take it again. A waiter whose
-future was resolved but whose task was cancelled (or whose timer fired) before it resumed hands the object
-on to the next waiter. Timeouts are timers that fail the waiter's future; they never cancel anything.
+One test says whether an entry may be used again: ``entry.expires_at > now``. ``max_lifetime`` sets it;
+:meth:`AsyncPool.mark_broken`, :meth:`AsyncPool.expire_all` and :meth:`AsyncPool.close` set it to minus
+infinity, so broken, replaced and closed-pool objects fail the same comparison (see :func:`_reusable`).
+
+The hot path is the lease (``_Lease.__aenter__`` / ``__aexit__``) and the wait queue, and nowhere else:
+the lease writes out the common case of an acquire and of a release (for a pool without hooks that need
+it) instead of calling the pool's general methods, because under load every acquire and release goes
+through it and one more Python call costs as much as the pool's bookkeeping (see ``benchmarks/``).
 
 Cancellation, await by await:
 
@@ -35,21 +42,24 @@ Cancellation, await by await:
   waiter or to the idle set.
 
 The pool is bound to the event loop it is opened on and is not thread-safe (use
-:class:`~sanaa_async_mem.resources.ResourceManager` to reach pooled objects from threads).
+:class:`~sanaa_async_mem.resources.ResourceManager` to reach pooled objects from threads); :meth:`stats`
+may be read from any thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import random
+import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypedDict, TypeVar, cast
 
 from .. import config
 from .._hooks import call as _call
@@ -57,20 +67,33 @@ from .._hooks import require_callable
 from .._logging import get_logger
 from .._stats import Histogram, HistogramSnapshot
 from ..errors import ConfigurationError, PoolClosed, PoolError, PoolExhausted, PoolTimeout
+from ._tasks import TaskSet
+from .waitqueue import WaitQueue
 
-__all__ = ["AsyncPool", "PoolStats"]
+__all__ = ["AsyncPool", "PoolOptions", "PoolStats", "merge_snapshots", "pool_options"]
 
 T = TypeVar("T")
 
 log = get_logger("pool")
 
-_now = time.monotonic
-_current_task = asyncio.current_task
-_get_running_loop = asyncio.get_running_loop
+# Durations (wait, use, create, idle time, lifetimes) are measured with time.monotonic: uvloop's
+# loop.time() is libuv's millisecond clock, cached once per loop iteration, too coarse for microsecond
+# waits. Deadlines and timers use the loop's own clock (see AsyncPool._time).
+_clock = time.monotonic
+_get_ident = threading.get_ident
+
+try:
+    # The task running on a loop, with one dict lookup: asyncio.current_task(loop) costs a Python call on
+    # 3.11 and get_running_loop() a getpid() system call, and every acquire needs both answers.
+    _task_on: Callable[[Any], asyncio.Task[Any] | None] = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - an asyncio without the table
+    _task_on = asyncio.current_task
 
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
+_new_lease = object.__new__
+_INF = float("inf")
 
-# Background refills (to keep min_size) back off exponentially between these bounds when creation fails.
+# When creating objects fails, retries back off exponentially between these bounds (seconds, with jitter).
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 10.0
 
@@ -89,7 +112,6 @@ class _Entry(Generic[T]):
         "broken",
         "created_at",
         "expires_at",
-        "generation",
         "held_handle",
         "holder",
         "key",
@@ -99,28 +121,81 @@ class _Entry(Generic[T]):
         "stack",
     )
 
-    def __init__(self, obj: T, now: float, expires_at: float, generation: int) -> None:
+    def __init__(self, obj: T, now: float, expires_at: float) -> None:
         self.obj = obj
-        self.key = id(obj)  # in_use is keyed by id: unique among live objects, and the pool holds them
+        self.key = id(obj)  # unique among live objects, and the pool holds every one of its objects
         self.created_at = now
-        self.expires_at = expires_at
+        self.expires_at = expires_at  # the one reusability test: see _reusable
         self.last_used = now
-        self.acquired_at = now
-        self.generation = generation
-        self.lease = 0  # incremented at each hand-out: tells a stale lease from the current one
+        self.acquired_at = now  # the last hand-over (a waiter's wait ends there)
+        self.lease = 0  # hand-outs so far: tells a stale lease from the current one
         self.broken = False
-        self.holder: asyncio.Task[Any] | None = None
+        self.holder: asyncio.Task[Any] | None = None  # the task holding it; None when not held
         self.held_handle: asyncio.TimerHandle | None = None
         self.stack: traceback.StackSummary | None = None
 
 
-class _Slot:
-    """One creation's claim on a place in the pool, released exactly once (see _creation_done)."""
+def _reusable(entry: _Entry[Any], now: float) -> bool:
+    """May this entry be handed out (again)? False past its lifetime, when broken, replaced by
+    expire_all() or drain(), or when the pool is closed: each of those sets ``expires_at``.
+    (The lease writes this comparison out on its hot path.)"""
+    return entry.expires_at > now
 
-    __slots__ = ("released",)
 
-    def __init__(self) -> None:
-        self.released = False
+def merge_snapshots(snapshots: list[HistogramSnapshot]) -> HistogramSnapshot:
+    """One snapshot from several of histograms with the same buckets."""
+    if not snapshots:
+        return Histogram().snapshot()
+    if len(snapshots) == 1:
+        return snapshots[0]
+    counts = [sum(c) for c in zip(*(s.counts for s in snapshots), strict=True)]
+    filled = [s for s in snapshots if s.count]
+    return HistogramSnapshot(
+        count=sum(s.count for s in snapshots),
+        sum=sum(s.sum for s in snapshots),
+        min=min((s.min for s in filled), default=0.0),
+        max=max((s.max for s in filled), default=0.0),
+        bounds=snapshots[0].bounds,
+        counts=tuple(counts),
+    )
+
+
+class PoolOptions(TypedDict, total=False):
+    """The keyword options of :class:`AsyncPool` (all but ``factory``), for functions that build pools
+    (the adapters, ``ResourceManager.register_factory``) and pass them on. See :class:`AsyncPool` for
+    what each means."""
+
+    name: str | None
+    min_size: int
+    max_size: int
+    timeout: float
+    create_timeout: float
+    hook_timeout: float
+    max_creating: int | None
+    max_waiting: int
+    max_lifetime: float | None
+    lifetime_jitter: float
+    max_idle: float | None
+    check: Callable[[Any], Any] | None
+    check_skip_within: float
+    reset: Callable[[Any], Any] | None
+    close: Callable[[Any], Any] | None
+    discard_on: tuple[type[BaseException], ...]
+    held_warning: float | None
+    maintenance_interval: float
+
+
+def pool_options(options: dict[str, Any], param: str | None = None) -> dict[str, Any]:
+    """``options`` checked against :class:`PoolOptions`: an unknown key raises ConfigurationError naming
+    it (or ``param``, the argument that carried it), with the known ones; values are checked by AsyncPool."""
+    unknown = sorted(set(options) - set(PoolOptions.__annotations__))
+    if unknown:
+        known = ", ".join(PoolOptions.__annotations__)
+        if param is not None:
+            raise ConfigurationError(param, options, f"unknown AsyncPool option(s) {unknown}; known: {known}")
+        first = unknown[0]
+        raise ConfigurationError(first, options[first], f"is not an AsyncPool option; known: {known}")
+    return options
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,7 +239,12 @@ class PoolStats:
 
 
 class _Lease(Generic[T]):
-    """``async with pool.acquire() as obj``: gets an object on entry and always returns it on exit."""
+    """``async with pool.acquire() as obj``: gets an object on entry and always returns it on exit.
+
+    The lease is the token of one hand-out: its exit returns exactly the hand-out it made (a stale exit,
+    after the object was returned another way, is refused). The exit may run in any task of the pool's
+    loop.
+    """
 
     __slots__ = ("_entry", "_lease", "_pool", "_timeout")
 
@@ -174,78 +254,65 @@ class _Lease(Generic[T]):
         self._entry: _Entry[T] | None = None
         self._lease = 0
 
+    def __await__(self) -> Generator[Any, None, NoReturn]:
+        raise TypeError(
+            "pool.acquire() is not awaited: use 'async with pool.acquire() as obj:' "
+            "(or 'obj = await pool.get()' ... 'await pool.put(obj)')"
+        )
+
     async def __aenter__(self) -> T:
-        # The whole acquire is written out here, not in a helper coroutine: under load every acquire
-        # comes through here, and one more coroutine frame costs as much as the pool's own bookkeeping.
         if self._entry is not None:
             raise PoolError("this acquire() context is already in use; call pool.acquire() again")
         pool = self._pool
-        if _get_running_loop() is not pool._loop:
-            pool._check_loop(_get_running_loop())
-        deadline: float | None = None
-        while True:
-            if pool._idle:
-                # Only free when nobody waits: _give never leaves an object idle while a waiter is live.
-                entry = pool._idle.pop()
-                pool._in_use[entry.key] = entry
-                now = _now()
-                if pool._plain_acquire:  # no lifetime, check or holder tracking: nothing more to do
-                    entry.lease += 1
-                    entry.acquired_at = now
-                    pool._n_acquired += 1
-                    self._entry = entry
-                    self._lease = entry.lease
-                    return entry.obj
-            else:
-                if not pool._is_open:
-                    raise pool._not_open_error()
-                if pool._max_waiting and pool._nwaiting >= pool._max_waiting:
-                    pool._n_exhausted += 1
-                    raise PoolExhausted(
-                        f"{pool._name}: {pool._nwaiting} callers are already waiting "
-                        f"(max_waiting={pool._max_waiting})"
-                    )
-                started = _now()
-                if deadline is None:
-                    deadline = started + (pool._timeout if self._timeout is None else self._timeout)
-                if pool._nwaiting and deadline >= pool._last_deadline and pool._reaper is not None:
-                    # _enqueue's common case under load, written out: others wait, deadlines keep growing
-                    # and the shared reaper timer is set; a full pool has nothing to create.
-                    fut = pool._loop.create_future()  # type: ignore[union-attr]  # (open: loop set)
-                    pool._last_deadline = deadline
-                    pool._waiters.append((fut, deadline))
-                    pool._nwaiting += 1
-                    if len(pool._in_use) < pool._max_size:
-                        pool._grow()
-                else:
-                    fut = pool._enqueue(deadline)
-                try:
-                    entry = await fut
-                except BaseException as exc:
-                    pool._abandon(fut, exc)
-                    raise
-                # Whoever handed the entry over stamped the hand-over time: the wait ends there (what
-                # follows is the loop's own lag, measured by LoopLagMonitor), and it saves a clock read.
-                now = entry.acquired_at
-                pool._waits.append(now - started)  # folded into the wait histogram by _fold_samples
-            if pool._max_lifetime is not None and entry.expires_at <= now:
-                del pool._in_use[entry.key]
-                pool._discard(entry, counted_as="expired")
-                continue
-            # Checked when idle for _check_after (inf without a check hook: one comparison either way);
-            # fresh objects (never handed out) are not checked: the factory just made them.
-            if now - entry.last_used >= pool._check_after and entry.lease:
-                if not await pool._run_check(entry):
-                    continue
-                now = _now()
+        # One dict lookup and one C call instead of get_running_loop(): see _task_on.
+        task = _task_on(pool._loop)
+        if task is None or _get_ident() != pool._thread:
+            task = pool._calling_task()
+        idle = pool._idle
+        if idle and pool._plain_acquire:
+            # The uncontended acquire of a pool without check, lifetime or held_warning: nothing to test.
+            entry = idle.pop()
+            entry.acquired_at = _clock()
             entry.lease += 1
-            entry.acquired_at = now
-            pool._n_acquired += 1
-            if pool._held_warning is not None:
-                pool._watch_holding(entry)
+            entry.holder = task
             self._entry = entry
             self._lease = entry.lease
             return entry.obj
+        deadline = pool._time() + (pool._timeout if self._timeout is None else self._timeout)
+        while True:
+            if idle:
+                entry = idle.pop()
+                now = _clock()
+                if pool._screening and not await pool._screen(entry, now, deadline):
+                    continue  # it was dropped; try the next one (or wait)
+                entry.acquired_at = now
+                break
+            if not pool._is_open:
+                raise pool._not_open_error()
+            queue = pool._queue
+            if pool._max_waiting and queue.waiting >= pool._max_waiting:
+                raise pool._exhausted()
+            started = _clock()
+            fut = queue.park(deadline)
+            if len(pool._entries) + pool._creating < pool._max_size:  # else _grow has nothing to do
+                pool._grow()
+            try:
+                entry = await fut
+            except BaseException as exc:
+                pool._abandon(fut, exc, task)
+                raise
+            # Whoever handed the entry over stamped acquired_at with the hand-over time: the wait ends
+            # there (what follows is the loop's own lag, measured by LoopLagMonitor). Objects handed
+            # over were just released or made: they need no screening.
+            pool._waits.append(entry.acquired_at - started)  # folded into the histogram in bulk
+            break
+        entry.lease += 1
+        entry.holder = task
+        if pool._held_warning is not None:
+            pool._watch_holding(entry)
+        self._entry = entry
+        self._lease = entry.lease
+        return entry.obj
 
     async def __aexit__(
         self,
@@ -258,8 +325,25 @@ class _Lease(Generic[T]):
             return
         self._entry = None
         pool = self._pool
-        if entry.lease != self._lease or pool._in_use.pop(entry.key, None) is not entry:
+        if entry.lease != self._lease or entry.holder is None:
             raise PoolError(f"{pool._name}: object was already returned (put() inside 'async with')")
+        entry.holder = None
+        if exc_type is None and pool._plain_release:
+            now = _clock()
+            if entry.expires_at > now:  # _reusable
+                # _take_back and _give for a pool without reset hook or held_warning, written out.
+                uses = pool._uses
+                uses.append(now - entry.acquired_at)
+                if len(uses) >= _FOLD_AT:
+                    pool._fold_samples()
+                entry.last_used = now
+                queue = pool._queue
+                if queue.waiting:
+                    entry.acquired_at = now  # the hand-over time (see __aenter__)
+                    if queue.hand(entry):
+                        return
+                pool._idle.append(entry)
+                return
         resetting = pool._take_back(entry, exc is not None and isinstance(exc, pool._discard_on))
         if resetting is not None:
             await resetting
@@ -351,7 +435,7 @@ class AsyncPool(Generic[T]):
         self._max_idle = config.seconds("max_idle", max_idle, allow_none=True, allow_zero=False)
         # An object idle this long is checked before it is handed out (never, without a check hook).
         check_skip_within = config.duration("check_skip_within", check_skip_within)
-        self._check_after = check_skip_within if check is not None else float("inf")
+        self._check_after = check_skip_within if check is not None else _INF
         self._held_warning = config.seconds("held_warning", held_warning, allow_none=True, allow_zero=False)
         self._maintenance_interval = config.duration(
             "maintenance_interval", maintenance_interval, allow_zero=False
@@ -362,39 +446,38 @@ class AsyncPool(Generic[T]):
             raise ConfigurationError("discard_on", discard_on, "must be a tuple of exception types")
 
         self._factory = factory
-        # Acquire can skip checks, lifetimes and holder tracking: the lease inlines this common case.
-        self._plain_acquire = check is None and max_lifetime is None and held_warning is None
         self._check = check
         self._reset = reset
         self._close = close
         self._discard_on = discard_on
         self._name = name or f"pool-{id(self):x}"
+        # What the lease may skip (it writes out the common cases; see _Lease).
+        self._screening = check is not None or max_lifetime is not None  # idle objects need _screen
+        self._plain_acquire = not self._screening and held_warning is None
+        self._plain_release = reset is None and held_warning is None
 
         self._state = _NEW
         self._is_open = False  # == (self._state == _OPEN), read on the hot paths
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        # The loop's clock, for deadlines and timers (set by open()).
+        self._time: Callable[[], float] = time.monotonic
+        self._queue: WaitQueue[_Entry[T]] = cast("WaitQueue[_Entry[T]]", None)  # made by open()
+        self._entries: dict[int, _Entry[T]] = {}  # every object the pool owns, by id
         self._idle: deque[_Entry[T]] = deque()
-        self._in_use: dict[int, _Entry[T]] = {}
         self._creating = 0
         self._returning = 0
-        # Oldest first. Futures of waiters that gave up stay here until skipped (see _give) or compacted;
-        # _nwaiting counts only the live ones.
-        self._waiters: deque[tuple[asyncio.Future[_Entry[T]], float | None]] = deque()
-        self._nwaiting = 0
-        self._last_deadline = 0.0
-        self._reaper: asyncio.TimerHandle | None = None
-        self._reaper_at = 0.0
-        self._generation = 0
         self._backoff = _BACKOFF_MIN
-        self._refill_after = 0.0
-        self._tasks: set[asyncio.Task[Any]] = set()  # every background task (create, reset, close)
+        self._refill_after = 0.0  # loop time before which a failed background refill is not retried
+        self._tasks = TaskSet()  # every background task (create, reset, close)
         self._creations: set[asyncio.Task[Any]] = set()  # the factory calls among them
         self._housekeeper: asyncio.Task[None] | None = None
         self._all_back: asyncio.Event | None = None
+        self._leases_retired = 0  # hand-outs of entries no longer in the pool (see _acquired)
         self._reset_counters()
 
     def _reset_counters(self) -> None:
-        self._n_acquired = 0
+        self._acquired_base = self._acquired()
         self._n_created = 0
         self._n_closed = 0
         self._n_discarded = 0
@@ -412,6 +495,11 @@ class AsyncPool(Generic[T]):
         # since a recorded wait is followed by a release, a discard or a holder that has not returned yet.
         self._waits: list[float] = []
         self._uses: list[float] = []
+
+    def _acquired(self) -> int:
+        # Every hand-out increments its entry's lease number (the token the lease needs anyway), so the
+        # count of acquisitions costs the hot path nothing. list(): one atomic copy (stats() from threads).
+        return self._leases_retired + sum(e.lease for e in list(self._entries.values()))
 
     def _fold_samples(self) -> None:
         self._wait_hist.extend(self._waits)
@@ -442,6 +530,11 @@ class AsyncPool(Generic[T]):
     def min_size(self) -> int:
         return self._min_size
 
+    @property
+    def discard_on(self) -> tuple[type[BaseException], ...]:
+        """The exception types that discard an object when they escape its ``async with`` block."""
+        return self._discard_on
+
     def acquire(self, timeout: float | None = None) -> _Lease[T]:
         """``async with pool.acquire() as obj:``: an object for the block, returned on exit however the
         block ends (also when the task is cancelled inside it).
@@ -452,13 +545,18 @@ class AsyncPool(Generic[T]):
         """
         if timeout is not None:
             config.seconds("timeout", timeout)
-        return _Lease(self, timeout)
+        # _Lease(self, timeout), without the cost of a Python __init__ call on every acquire.
+        lease: _Lease[T] = _new_lease(_Lease)
+        lease._pool = self
+        lease._timeout = timeout
+        lease._entry = None
+        return lease
 
     async def get(self, timeout: float | None = None) -> T:
         """Take an object; give it back with :meth:`put`. Same errors and cancellation as :meth:`acquire`."""
         if timeout is not None:
             config.seconds("timeout", timeout)
-        # The lease's bookkeeping is all in the pool (in_use); the lease itself is not needed after this.
+        # The hand-out is booked on the entry (lease number, holder); the lease object is not needed.
         return await _Lease(self, timeout).__aenter__()
 
     async def put(self, obj: T, *, discard: bool = False) -> None:
@@ -468,23 +566,24 @@ class AsyncPool(Generic[T]):
         or was already returned. If the pool has a ``reset`` hook, the reset runs shielded: cancelling
         this call does not stop the object from coming back.
         """
-        # Keyed by id(): ids are unique among live objects, and the pool holds every checked-out one.
-        entry = self._in_use.pop(id(obj), None)
-        if entry is None:
+        entry = self._entries.get(id(obj))
+        if entry is None or entry.obj is not obj or entry.holder is None:
             raise PoolError(
                 f"{self._name}: put() of an object that is not checked out from this pool "
                 f"(never acquired here, or already returned): {obj!r}"
             )
+        entry.holder = None
         resetting = self._take_back(entry, discard)
         if resetting is not None:
             await resetting
 
     def mark_broken(self, obj: T) -> None:
         """Say that a checked-out object is broken: it is closed instead of reused when it comes back."""
-        entry = self._in_use.get(id(obj))
-        if entry is None or entry.obj is not obj:
+        entry = self._entries.get(id(obj))
+        if entry is None or entry.obj is not obj or entry.holder is None:
             raise PoolError(f"{self._name}: mark_broken() of an object that is not checked out: {obj!r}")
         entry.broken = True
+        entry.expires_at = -_INF
 
     async def open(self, *, wait: bool = True) -> None:
         """Bind the pool to the running loop and pre-warm ``min_size`` objects.
@@ -494,13 +593,13 @@ class AsyncPool(Generic[T]):
         nothing leaked). With ``wait=False`` it returns at once and the objects are made in the
         background, retried with backoff. Opening an open pool is a no-op; a closed pool cannot reopen.
         """
-        loop = _get_running_loop()
+        loop = asyncio.get_running_loop()
         if self._state == _OPEN:
             self._check_loop(loop)
             return
         if self._state == _CLOSED:
             raise PoolClosed(f"{self._name} is closed and cannot be reopened")
-        self._loop = loop
+        self._bind(loop)
         self._state = _OPEN
         self._is_open = True
         if self._min_size or self._max_idle is not None or self._max_lifetime is not None:
@@ -518,7 +617,7 @@ class AsyncPool(Generic[T]):
             await self.close()
             raise
         for task in tasks:
-            failure = task.result()
+            failure = None if task.cancelled() else task.exception()
             if failure is not None:
                 await self.close()
                 raise failure
@@ -537,27 +636,23 @@ class AsyncPool(Generic[T]):
         self._is_open = False
         if not was_open:
             return
-        waiters, self._waiters = self._waiters, deque()
-        self._nwaiting = 0
-        if self._reaper is not None:
-            self._reaper.cancel()
-        for fut, _deadline in waiters:
-            if not fut.done():
-                fut.set_exception(PoolClosed(f"{self._name} was closed while waiting"))
+        for entry in list(self._entries.values()):
+            entry.expires_at = -_INF  # whatever comes back now is closed, not reused
+        self._queue.fail_all(lambda: PoolClosed(f"{self._name} was closed while waiting"))
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         # Nobody will use what is being made now; a factory call interrupted here owns its half-made object.
-        for task in self._creations:
+        for task in list(self._creations):
             task.cancel()
         while self._idle:
             self._discard(self._idle.pop(), counted_as=None)
-        if self._in_use or self._creating or self._returning:
+        if self._entries or self._creating:
             self._all_back = asyncio.Event()
             try:
                 await asyncio.wait_for(self._all_back.wait(), timeout)
             except TimeoutError:
                 self._log_still_out(timeout)
-        pending = [t for t in self._tasks if not t.done()]
+        pending = self._tasks.pending()
         if self._housekeeper is not None:
             pending.append(self._housekeeper)
         if pending:
@@ -569,13 +664,14 @@ class AsyncPool(Generic[T]):
         """Replace every object (e.g. after a database failover): idle ones are closed now, checked-out
         ones when they come back, and ``min_size`` is refilled. Returns when the idle ones are closed."""
         self.expire_all()
-        closing = [t for t in self._tasks if not t.done()]
+        closing = self._tasks.pending()
         if closing:
             await asyncio.wait(closing)
 
     def expire_all(self) -> None:
         """Mark every current object for replacement without waiting (see :meth:`drain`)."""
-        self._generation += 1
+        for entry in list(self._entries.values()):
+            entry.expires_at = -_INF
         while self._idle:
             self._discard(self._idle.pop(), counted_as="expired")
         self._grow()
@@ -586,25 +682,36 @@ class AsyncPool(Generic[T]):
         memory pressure; objects checked out are not touched."""
         if older_than is not None:
             config.seconds("older_than", older_than)
-        now = _now()
+        now = _clock()
         return self._drop_idle(
             lambda entry, surplus: surplus > 0 and (older_than is None or now - entry.last_used >= older_than)
         )
 
     def stats(self) -> PoolStats:
-        """Sizes, counters and wait/use/create time summaries (see :class:`PoolStats`)."""
-        self._fold_samples()
+        """Sizes, counters and wait/use/create time summaries (see :class:`PoolStats`). Safe to call from
+        any thread (from another thread the figures may be a few operations apart from each other)."""
+        waits, uses = self._wait_hist.snapshot(), self._use_hist.snapshot()
+        if self._thread is None or _get_ident() == self._thread:
+            self._fold_samples()
+            waits, uses = self._wait_hist.snapshot(), self._use_hist.snapshot()
+        else:
+            # Not on the loop's thread: leave the loop's buffers alone, count what they hold (copies).
+            waits = merge_snapshots([waits, _snapshot_of(list(self._waits))])
+            uses = merge_snapshots([uses, _snapshot_of(list(self._uses))])
+        acquired = self._acquired() - self._acquired_base
+        idle = len(self._idle)
+        entries = len(self._entries)
         return PoolStats(
             name=self._name,
             min_size=self._min_size,
             max_size=self._max_size,
-            size=self._size(),
-            idle=len(self._idle),
-            in_use=len(self._in_use),
+            size=entries + self._creating,
+            idle=idle,
+            in_use=entries - idle - self._returning,
             creating=self._creating,
             returning=self._returning,
-            waiting=self._nwaiting,
-            acquired=self._n_acquired,
+            waiting=self._queue.waiting if self._loop is not None else 0,
+            acquired=acquired,
             created=self._n_created,
             closed=self._n_closed,
             discarded=self._n_discarded,
@@ -613,8 +720,8 @@ class AsyncPool(Generic[T]):
             exhausted=self._n_exhausted,
             errors=self._n_errors,
             held_too_long=self._n_held_too_long,
-            wait=self._wait_hist.snapshot().with_zeros(self._n_acquired - self._wait_hist.count),
-            use=self._use_hist.snapshot(),
+            wait=waits.with_zeros(acquired - waits.count),
+            use=uses,
             create=self._create_hist.snapshot(),
         )
 
@@ -637,104 +744,79 @@ class AsyncPool(Generic[T]):
         await self.close()
 
     def __repr__(self) -> str:
+        waiting = self._queue.waiting if self._loop is not None else 0
         return (
             f"<AsyncPool {self._name!r} {self._state} size={self._size()}/{self._max_size} "
-            f"idle={len(self._idle)} in_use={len(self._in_use)} waiting={self._nwaiting}>"
+            f"idle={len(self._idle)} in_use={self._in_use()} waiting={waiting}>"
         )
 
     # ------------------------------------------------------------------ acquiring
 
-    def _enqueue(self, deadline: float) -> asyncio.Future[_Entry[T]]:
-        """Add a waiter at the back of the queue, with its timeout, and start a creation if one is due."""
-        loop = self._loop
-        assert loop is not None  # open
-        fut: asyncio.Future[_Entry[T]] = loop.create_future()
-        if not self._nwaiting:
-            # Nobody waits: the order of deadlines starts afresh (one long per-call timeout must not
-            # push every later waiter onto the slow path), and the reaper must not be aimed later.
-            self._last_deadline = deadline
-            if self._reaper is not None and self._reaper_at > deadline:
-                self._reaper.cancel()
-                self._reaper = None
-        if deadline >= self._last_deadline:
-            # Deadlines of waiters behind each other only grow (same default timeout, later arrival), so
-            # one timer aimed at the oldest such waiter serves them all (see _reap): a timer per waiter
-            # would cost more than the whole acquire.
-            self._last_deadline = deadline
-            self._waiters.append((fut, deadline))
-            if self._reaper is None:
-                self._reaper_at = deadline
-                self._reaper = loop.call_later(deadline - _now(), self._reap)
-        else:
-            # A shorter per-call timeout than the waiter ahead of it: this one gets a timer of its own.
-            self._waiters.append((fut, None))
-            handle = loop.call_later(max(0.0, deadline - _now()), self._expire, fut)
-            fut.add_done_callback(lambda _f: handle.cancel())
-        self._nwaiting += 1
-        # Under contention the pool is full and _grow would find nothing to do: skip the call.
-        if len(self._in_use) < self._max_size and self._size() < self._max_size:
-            self._grow()
-        return fut
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = _get_ident()
+        # asyncio's loops run on time.monotonic (BaseEventLoop.time returns it): the same clock without the
+        # method call. Any other loop (uvloop) has its own clock, which its timers run on.
+        self._time = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self._queue = WaitQueue(loop, self._timed_out)
 
-    def _abandon(self, fut: asyncio.Future[_Entry[T]], exc: BaseException) -> None:
-        """The waiter's task is leaving without using ``fut``'s object: settle the books (no await)."""
-        if fut.cancelled():
-            # Our task was cancelled while waiting; nobody resolved the future, so it still counted.
-            self._nwaiting -= 1
-            self._compact_waiters()
-        elif fut.exception() is None:  # (also marks a set exception as retrieved)
-            # The object was handed to us but our task was cancelled before it resumed: pass it on.
-            entry = fut.result()
-            del self._in_use[entry.key]
-            self._give(entry, _now())
-        elif isinstance(exc, PoolTimeout) and self._holds_object(_current_task()):
-            exc.args = (f"{exc}; the waiting task itself holds an object from this pool (nested acquire?)",)
+    def _calling_task(self) -> asyncio.Task[Any]:
+        """The task calling into the pool, or PoolError (not open, another loop or thread, no task)."""
+        loop = asyncio.get_running_loop()
+        self._check_loop(loop)
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise PoolError(f"{self._name}: the pool is used from a task (there is none running)")
+        # The loop runs on this thread now (a loop may be run from another thread than the one it was
+        # opened on, one thread at a time).
+        self._thread = _get_ident()
+        return task
 
-    def _reap(self) -> None:
-        """Time out the waiters whose deadline has passed (shared timer; see _enqueue)."""
-        self._reaper = None
-        now = _now() + 0.001  # the loop's timers may fire up to a clock tick early
-        for fut, deadline in self._waiters:
-            if deadline is None or fut.done():
-                continue
-            if deadline > now:
-                assert self._loop is not None
-                self._reaper_at = deadline
-                self._reaper = self._loop.call_later(deadline - now, self._reap)
-                break
-            self._expire(fut)
-        self._compact_waiters()
+    async def _screen(self, entry: _Entry[T], now: float, deadline: float) -> bool:
+        """An idle entry the caller just took: True to hand it out, False when it was dropped."""
+        if entry.expires_at <= now:
+            self._discard(entry, counted_as="expired")
+            return False
+        # Checked when idle for _check_after (inf without a check hook: one comparison either way);
+        # fresh objects (never handed out) are not checked: the factory just made them.
+        if entry.lease and now - entry.last_used >= self._check_after:
+            return await self._run_check(entry)
+        return True
 
-    def _expire(self, fut: asyncio.Future[_Entry[T]]) -> None:
-        if fut.done():
-            return
-        self._nwaiting -= 1
-        self._n_timeouts += 1
-        fut.set_exception(
-            PoolTimeout(
-                f"{self._name}: no object became available in time (size {self._size()}/"
-                f"{self._max_size}, {len(self._in_use)} in use, {self._nwaiting} still waiting)"
-            )
+    def _exhausted(self) -> PoolExhausted:
+        self._n_exhausted += 1
+        return PoolExhausted(
+            f"{self._name}: {self._queue.waiting} callers are already waiting "
+            f"(max_waiting={self._max_waiting})"
         )
 
-    def _holds_object(self, task: asyncio.Task[Any] | None) -> bool:
-        return task is not None and any(e.holder is task for e in self._in_use.values())
+    def _abandon(self, fut: asyncio.Future[_Entry[T]], exc: BaseException, task: asyncio.Task[Any]) -> None:
+        """The waiter's task is leaving without using ``fut``'s object: settle the books (no await)."""
+        if self._queue.abandon(fut):
+            # The object was handed to us but our task was cancelled before it resumed: pass it on.
+            self._give(fut.result(), _clock())
+        elif isinstance(exc, PoolTimeout) and self._held_by(task):
+            exc.args = (f"{exc}; the waiting task itself holds an object from this pool (nested acquire?)",)
 
-    def _compact_waiters(self) -> None:
-        # Abandoned futures are skipped lazily; rebuild only when they clearly outnumber live ones, so a
-        # storm of timeouts or cancellations costs O(n) overall instead of O(n) each.
-        if len(self._waiters) > 2 * self._nwaiting + 64:
-            self._waiters = deque(w for w in self._waiters if not w[0].done())
+    def _timed_out(self) -> PoolTimeout:
+        """The error of a waiter whose deadline passed (called by the wait queue)."""
+        self._n_timeouts += 1
+        return PoolTimeout(
+            f"{self._name}: no object became available in time (size {self._size()}/{self._max_size}, "
+            f"{self._in_use()} in use, {self._queue.waiting} still waiting)"
+        )
+
+    def _held_by(self, task: asyncio.Task[Any]) -> bool:
+        return self._held_warning is not None and any(e.holder is task for e in self._entries.values())
 
     async def _run_check(self, entry: _Entry[T]) -> bool:
-        """Run the check hook on an entry the caller already holds; False means it was discarded."""
+        """Run the check hook on an entry the caller already took; False means it was discarded."""
         assert self._check is not None
         try:
             async with asyncio.timeout(self._hook_timeout):
                 ok = await _call(self._check, entry.obj)
         except asyncio.CancelledError:
             # An interrupted check may leave the object mid-conversation: never reuse it.
-            del self._in_use[entry.key]
             self._discard(entry, counted_as="discarded")
             raise
         except Exception as exc:
@@ -746,23 +828,21 @@ class AsyncPool(Generic[T]):
             )
             ok = False
         if ok is False:
-            del self._in_use[entry.key]
             self._discard(entry, counted_as="discarded")
             return False
         return True
 
     def _watch_holding(self, entry: _Entry[T]) -> None:
         assert self._loop is not None and self._held_warning is not None
-        # Debug aid, only with held_warning: who holds what (also used by close() and PoolTimeout).
-        entry.holder = _current_task()
+        # Debug aid, only with held_warning: where it was acquired (also used by close() and the warning).
         entry.stack = traceback.StackSummary.from_list(traceback.extract_stack(limit=16)[:-2])
         entry.held_handle = self._loop.call_later(self._held_warning, self._warn_held, entry, entry.lease)
 
     def _warn_held(self, entry: _Entry[T], lease: int) -> None:
-        if entry.lease != lease or self._in_use.get(entry.key) is not entry:
+        if entry.lease != lease or entry.holder is None:
             return
         self._n_held_too_long += 1
-        holder = entry.holder.get_name() if entry.holder is not None else "?"
+        holder = entry.holder.get_name()
         log.warning(
             "%s: object held for more than %.3gs by task %s; acquired at:\n%s",
             self._name,
@@ -772,21 +852,21 @@ class AsyncPool(Generic[T]):
             extra={
                 "sanaa_pool": self._name,
                 "sanaa_event": "held_too_long",
-                "sanaa_held_seconds": _now() - entry.acquired_at,
+                "sanaa_held_seconds": _clock() - entry.acquired_at,
                 "sanaa_task": holder,
             },
         )
 
     # ------------------------------------------------------------------ returning
 
-    def _take_back(self, entry: _Entry[T], discard: bool) -> asyncio.Future[None] | None:
-        """A holder gives an entry back (lease exit or put(); already removed from in_use). Never awaits.
+    def _take_back(self, entry: _Entry[T], discard: bool) -> asyncio.Future[Any] | None:
+        """A holder gives an entry back (lease exit or put(); its holder already cleared). Never awaits.
 
         Records the use time, runs the reset hook inline, then reuses the entry (next waiter first) or
         drops it. Returns None when that is done, or a future to await while an asynchronous reset finishes
         in a task of its own, shielded: a holder cancelled while it waits still gives the object back.
         """
-        now = _now()
+        now = _clock()
         uses = self._uses
         uses.append(now - entry.acquired_at)
         if len(uses) >= _FOLD_AT:
@@ -794,15 +874,8 @@ class AsyncPool(Generic[T]):
         if entry.held_handle is not None:
             entry.held_handle.cancel()
             entry.held_handle = None
-            entry.holder = None
-        if (
-            discard
-            or entry.broken
-            or not self._is_open
-            or entry.generation != self._generation  # replaced by expire_all()/drain() since
-            or entry.expires_at <= now  # max_lifetime
-        ):
-            self._drop_returned(entry, discard)
+        if discard or not _reusable(entry, now):
+            self._drop(entry, discard)
             return None
         reset = self._reset
         if reset is not None:
@@ -817,36 +890,22 @@ class AsyncPool(Generic[T]):
             if pending is not None and inspect.isawaitable(pending):
                 return self._reset_in_task(entry, pending)
         entry.last_used = now
-        # _give, written out: every release comes through here.
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()[0]
-            if not fut.done():
-                self._nwaiting -= 1
-                self._in_use[entry.key] = entry
-                entry.acquired_at = now
-                fut.set_result(entry)
-                return None
-        self._idle.append(entry)
+        self._give(entry, now)
         return None
 
-    def _release(self, entry: _Entry[T], discard: bool) -> None:
-        """Reuse or drop an entry back from an asynchronous reset (the end of _take_back)."""
-        now = _now()
-        if (
-            discard
-            or entry.broken
-            or not self._is_open
-            or entry.generation != self._generation
-            or entry.expires_at <= now
-        ):
-            self._drop_returned(entry, discard)
-        else:
-            entry.last_used = now
-            self._give(entry, now)
+    def _give(self, entry: _Entry[T], now: float) -> None:
+        """Hand a free entry to the oldest live waiter (stamping the hand-over time ``now`` as its
+        ``acquired_at``), keep it idle if nobody waits, or drop it if it may not be reused."""
+        if not _reusable(entry, now):
+            self._drop(entry, discard=False)
+            return
+        entry.acquired_at = now
+        queue = self._queue
+        if not (queue.waiting and queue.hand(entry)):
+            self._idle.append(entry)
 
-    def _drop_returned(self, entry: _Entry[T], discard: bool) -> None:
-        """Close an entry given back that must not be reused, counting why."""
+    def _drop(self, entry: _Entry[T], discard: bool) -> None:
+        """Close an entry that must not be reused, counting why."""
         if discard or entry.broken:
             self._discard(entry, counted_as="discarded")
         elif not self._is_open:
@@ -854,34 +913,39 @@ class AsyncPool(Generic[T]):
         else:  # replaced by expire_all/drain, or past max_lifetime
             self._discard(entry, counted_as="expired")
 
-    def _reset_in_task(self, entry: _Entry[T], pending: Awaitable[Any]) -> asyncio.Future[None]:
+    def _reset_in_task(self, entry: _Entry[T], pending: Awaitable[Any]) -> asyncio.Future[Any]:
+        assert self._loop is not None
         self._returning += 1
-        slot = _Slot()
-        task = self._spawn(self._finish_reset(entry, pending, slot))
-        task.add_done_callback(lambda _t: self._reset_done(entry, pending, slot))
+        task = self._tasks.spawn(self._loop, self._await_reset(pending))
+        task.add_done_callback(functools.partial(self._reset_done, entry, pending))
         return asyncio.shield(task)
 
-    async def _finish_reset(self, entry: _Entry[T], pending: Awaitable[Any], slot: _Slot) -> None:
-        ok = False
+    async def _await_reset(self, pending: Awaitable[Any]) -> BaseException | None:
+        # Returns the failure instead of raising it: the holder awaiting this (shielded) must not get it.
         try:
             async with asyncio.timeout(self._hook_timeout):
                 await pending
-            ok = True
         except Exception as exc:
-            self._reset_failed(exc)
-        finally:
-            slot.released = True
-            self._returning -= 1
-            self._release(entry, discard=not ok)
+            return exc
+        return None
 
-    def _reset_done(self, entry: _Entry[T], pending: Awaitable[Any], slot: _Slot) -> None:
-        if not slot.released:
-            # Cancelled before its first step (close() gave up on it): the object's state is unknown.
-            slot.released = True
-            self._returning -= 1
+    def _reset_done(self, entry: _Entry[T], pending: Awaitable[Any], task: asyncio.Task[Any]) -> None:
+        self._returning -= 1
+        ok = False
+        if task.cancelled():
+            # close() gave up on it (maybe before it even started): the object's state is unknown.
             if inspect.iscoroutine(pending):
                 pending.close()
-            self._release(entry, discard=True)
+        elif (failure := task.result()) is not None:
+            self._reset_failed(failure)
+        else:
+            ok = True
+        now = _clock()
+        if ok:
+            entry.last_used = now
+            self._give(entry, now)
+        else:
+            self._drop(entry, discard=True)
 
     def _reset_failed(self, exc: BaseException) -> None:
         # INFO, not WARNING: during a backend restart every returning connection fails its reset, and
@@ -896,38 +960,29 @@ class AsyncPool(Generic[T]):
     # ------------------------------------------------------------------ the pool's rules
 
     def _size(self) -> int:
-        return len(self._idle) + len(self._in_use) + self._creating + self._returning
+        return len(self._entries) + self._creating
 
-    def _give(self, entry: _Entry[T], now: float) -> None:
-        """Hand a free entry to the oldest live waiter (stamping the hand-over time ``now`` as its
-        ``acquired_at``), or keep it idle if nobody waits."""
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()[0]
-            if not fut.done():
-                self._nwaiting -= 1
-                self._in_use[entry.key] = entry
-                entry.acquired_at = now
-                fut.set_result(entry)
-                return
-        self._idle.append(entry)
+    def _in_use(self) -> int:
+        return len(self._entries) - len(self._idle) - self._returning
 
     def _grow(self) -> None:
         """Start factory calls for waiters that no in-flight creation will serve, and to keep min_size."""
-        if self._state != _OPEN:
+        if not self._is_open:
             return
+        waiting = self._queue.waiting
         while self._creating < self._max_creating:
             size = self._size()
             if size >= self._max_size:
                 return
-            if self._nwaiting <= self._creating and not (
-                size < self._min_size and _now() >= self._refill_after
-            ):
+            refill = size < self._min_size and self._time() >= self._refill_after
+            if waiting <= self._creating and not refill:
                 return
             self._start_create()
 
     def _discard(self, entry: _Entry[T], counted_as: str | None) -> None:
-        """Drop an entry that is in neither idle nor in_use: close it in the background, free its slot."""
+        """Drop an entry that is neither idle nor held: close it in the background, free its slot."""
+        del self._entries[entry.key]
+        self._leases_retired += entry.lease
         self._n_closed += 1
         if counted_as == "discarded":
             self._n_discarded += 1
@@ -936,91 +991,83 @@ class AsyncPool(Generic[T]):
         if entry.held_handle is not None:
             entry.held_handle.cancel()
         if self._close is not None:
-            self._spawn(self._close_object(entry.obj))
-        if self._state == _OPEN:
+            assert self._loop is not None
+            self._tasks.spawn(self._loop, self._close_object(entry.obj))
+        if self._is_open:
             self._grow()
         else:
             self._notify_if_all_back()
 
     def _notify_if_all_back(self) -> None:
-        if self._all_back is not None and not (self._in_use or self._creating or self._returning):
+        # After close() every entry is discarded as it comes back: none left means all are back.
+        if self._all_back is not None and not (self._entries or self._creating):
             self._all_back.set()
 
     # ------------------------------------------------------------------ background work
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _start_create(self) -> asyncio.Task[tuple[T, float]]:
         assert self._loop is not None
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def _start_create(self) -> asyncio.Task[BaseException | None]:
         self._creating += 1
-        slot = _Slot()
-        task = self._spawn(self._create(slot))
+        task = self._tasks.spawn(self._loop, self._make())
         self._creations.add(task)
-        task.add_done_callback(lambda t: self._creation_done(t, slot))
+        task.add_done_callback(self._created)
         return task
 
-    def _creation_done(self, task: asyncio.Task[Any], slot: _Slot) -> None:
-        self._creations.discard(task)
-        if not slot.released:
-            # Cancelled before its first step: the coroutine never ran, so its slot is given back here.
-            self._release_slot(slot)
-            self._notify_if_all_back()
-
-    def _release_slot(self, slot: _Slot) -> None:
-        slot.released = True
-        self._creating -= 1
-
-    async def _create(self, slot: _Slot) -> BaseException | None:
-        """One factory call in its own task. Returns the error (already handled) or None."""
-        started = _now()
+    async def _make(self) -> tuple[T, float]:
+        """One factory call (its task is booked by _created): the object and how long it took."""
+        started = _clock()
+        limit = asyncio.timeout(self._create_timeout)
         try:
-            try:
-                async with asyncio.timeout(self._create_timeout):
-                    obj = await _call(self._factory)
-            except TimeoutError as exc:
-                raise PoolTimeout(
-                    f"{self._name}: creating an object took longer than "
-                    f"create_timeout={self._create_timeout}s"
-                ) from exc
-        except BaseException as exc:
-            self._release_slot(slot)
-            if not isinstance(exc, Exception):  # cancelled (pool closing) or interpreter exit
+            async with limit:
+                obj = await _call(self._factory)
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise  # the factory's own timeout: its error, as it is
+            raise PoolTimeout(
+                f"{self._name}: creating an object took longer than create_timeout={self._create_timeout}s"
+            ) from exc
+        return obj, _clock() - started
+
+    def _created(self, task: asyncio.Task[tuple[T, float]]) -> None:
+        """Book the outcome of a factory call (the done-callback of its task)."""
+        self._creations.discard(task)
+        self._creating -= 1
+        if task.cancelled():  # close() stopped it
+            self._notify_if_all_back()
+            return
+        failure = task.exception()
+        if failure is not None:
+            if isinstance(failure, Exception):
+                self._creation_failed(failure)
+            else:  # interpreter exit: nothing to hand out
                 self._notify_if_all_back()
-                raise
-            self._creation_failed(exc)
-            return exc
-        self._release_slot(slot)
-        now = _now()
+            return
+        obj, took = task.result()
+        if id(obj) in self._entries:
+            self._creation_failed(
+                PoolError(f"{self._name}: the factory returned an object the pool already holds: {obj!r}")
+            )
+            return
+        now = _clock()
         self._n_created += 1
-        self._create_hist.record(now - started)
+        self._create_hist.record(took)
         self._backoff = _BACKOFF_MIN
         lifetime = self._max_lifetime
-        expires = float("inf")
+        expires = _INF
         if lifetime is not None:
             expires = now + lifetime * (1.0 - self._lifetime_jitter * random.random())
-        entry = _Entry(obj, now, expires, self._generation)
-        if self._state == _OPEN:
+        entry = _Entry(obj, now, expires)
+        self._entries[entry.key] = entry
+        if self._is_open:
             self._give(entry, now)
         else:
             self._discard(entry, counted_as=None)
-        return None
 
     def _creation_failed(self, exc: Exception) -> None:
         self._n_errors += 1
-        while self._waiters:
-            fut = self._waiters.popleft()[0]
-            if not fut.done():
-                # The oldest waiter gets this outcome, as it would have got the object.
-                self._nwaiting -= 1
-                fut.set_exception(exc)
-                break
-        else:
+        if not self._queue.fail_one(exc):
             # Nobody is waiting: a background refill failed. Back off (with jitter) before the next one.
-            self._refill_after = _now() + self._backoff * (0.5 + random.random() / 2)
+            self._refill_after = self._time() + self._backoff * (0.5 + random.random() / 2)
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
         log.warning(
             "%s: creating an object failed: %r",
@@ -1028,7 +1075,7 @@ class AsyncPool(Generic[T]):
             exc,
             extra={"sanaa_pool": self._name, "sanaa_event": "create_failed"},
         )
-        if self._state == _OPEN:
+        if self._is_open:
             self._grow()
         else:
             self._notify_if_all_back()
@@ -1053,11 +1100,11 @@ class AsyncPool(Generic[T]):
 
     def _housekeep(self) -> None:
         """Close idle objects past their lifetime or idle time (keeping min_size), then refill."""
-        now = _now()
+        now = _clock()
         max_idle = self._max_idle
         self._drop_idle(
             lambda entry, surplus: (
-                entry.expires_at <= now
+                not _reusable(entry, now)
                 or (max_idle is not None and surplus > 0 and now - entry.last_used >= max_idle)
             )
         )
@@ -1075,7 +1122,8 @@ class AsyncPool(Generic[T]):
                 surplus -= 1
             else:
                 keep.append(entry)
-        self._idle = keep
+        self._idle.clear()  # in place: a lease in the middle of an acquire holds this deque
+        self._idle.extend(keep)
         for entry in drop:
             self._discard(entry, counted_as="expired")
         return len(drop)
@@ -1097,7 +1145,7 @@ class AsyncPool(Generic[T]):
         return PoolError(f"{self._name} is not open: use 'async with pool:' or 'await pool.open()' first")
 
     def _log_still_out(self, timeout: float) -> None:
-        for entry in self._in_use.values():
+        for entry in list(self._entries.values()):
             holder = entry.holder.get_name() if entry.holder is not None else "?"
             log.warning(
                 "%s: closed after %.3gs with an object still held by task %s%s",
@@ -1107,3 +1155,9 @@ class AsyncPool(Generic[T]):
                 (":\n" + "".join(entry.stack.format())) if entry.stack else "",
                 extra={"sanaa_pool": self._name, "sanaa_event": "close_timeout", "sanaa_task": holder},
             )
+
+
+def _snapshot_of(samples: list[float]) -> HistogramSnapshot:
+    hist = Histogram()
+    hist.extend(samples)
+    return hist.snapshot()

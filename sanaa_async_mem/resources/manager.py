@@ -1,18 +1,16 @@
 """ResourceManager: named resources behind one ``async with manager.acquire(name, purpose)``.
 
-A resource is registered under a name as one of two kinds, chosen explicitly (never guessed):
+A resource is registered under a name in one of three forms, each its own call (never guessed):
 
-* **shared**: one object everybody uses (an ``aiohttp.ClientSession``, a client that pools internally).
-  ``register_resource("http", session, cleanup)``. The object is passed positionally and is never called,
-  even if it is callable.
-* **pool**: an :class:`~sanaa_async_mem.pools.AsyncPool` (e.g. from
-  :mod:`sanaa_async_mem.resources.adapters`), or a factory the manager builds a pool from:
-  ``register_resource("db", factory=connect, pool_options={...})``.
-  Each holder gets an object of its own.
+* ``register_resource("http", session, cleanup)``: one **shared** object every holder gets (an
+  ``aiohttp.ClientSession``, a client that pools internally). It is never called, even if callable.
+* ``register_pool("db", pool)``: an :class:`~sanaa_async_mem.pools.AsyncPool` (e.g. from
+  :mod:`sanaa_async_mem.resources.adapters`); each holder gets an object of its own.
+* ``register_factory("db", connect, max_size=10, ...)``: a pool the manager builds from a factory.
 
 Every acquisition is counted per resource and per purpose (acquisitions, active, peak, waiting, errors,
-timeouts, wait and hold time histograms): :meth:`ResourceManager.get_resource_stats`,
-:meth:`ResourceManager.get_stats`.
+timeouts, wait and hold time histograms): :meth:`ResourceManager.stats`,
+:meth:`ResourceManager.get_resource_stats`.
 
 How the books are kept
 ----------------------
@@ -21,14 +19,14 @@ All bookkeeping of one resource lives in :class:`_Resource` and changes only in 
 cancellation can never leave a count half-changed. The manager awaits only to wait (for a
 ``max_concurrent`` slot, for a pooled object, for holders to leave) and to run cleanups.
 
-``max_concurrent`` is enforced by :class:`_Limiter`, a FIFO limiter with direct hand-off built like the
-pool's wait queue: a freed slot goes straight to the oldest waiter still waiting, never back to whoever
-releases it; a waiter that was handed a slot but cancelled before it resumed passes the slot on; timeouts
-are timers that fail the waiter's future and never cancel anything.
+``max_concurrent`` is enforced by :class:`_Limiter`, a count of free slots over the pools' own
+:class:`~sanaa_async_mem.pools.waitqueue.WaitQueue`: a freed slot goes straight to the oldest waiter still
+waiting, never back to whoever releases it; a waiter that was handed a slot but cancelled before it
+resumed passes the slot on; timeouts are timers that fail the waiter's future and never cancel anything.
 
 Threads
 -------
-The manager belongs to the event loop it is first used on (``async with``, ``acquire``, ``aclose``).
+The manager belongs to the event loop it is first used on (``async with``, ``acquire``, ``close``).
 Code in other threads uses :meth:`ResourceManager.acquire_from_thread`, a blocking context manager that
 asks the loop (``call_soon_threadsafe``) to acquire and waits until the loop hands the object over; the
 thread never touches loop state. Calling any other method from a foreign thread raises
@@ -42,17 +40,20 @@ import concurrent.futures
 import dataclasses
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn, Unpack
 
 from .. import config
 from .._hooks import call as _call
+from .._hooks import require_callable
 from .._logging import get_logger
 from .._stats import Histogram, HistogramSnapshot
 from ..errors import ConfigurationError, PoolClosed, PoolTimeout, ResourceCleanupError, ResourceError
-from ..pools.pool import AsyncPool, PoolStats, _Lease
+from ..pools._tasks import TaskSet
+from ..pools.pool import AsyncPool, PoolOptions, PoolStats, _Lease, merge_snapshots
+from ..pools.pool import pool_options as pool_options_checked
+from ..pools.waitqueue import WaitQueue
 
 __all__ = [
     "PurposeStats",
@@ -180,22 +181,6 @@ class ResourceManagerStats:
         }
 
 
-def _merge(snapshots: list[HistogramSnapshot]) -> HistogramSnapshot:
-    """One snapshot from several with the same buckets (per-purpose histograms -> the resource's)."""
-    if not snapshots:
-        return Histogram().snapshot()
-    counts = [sum(c) for c in zip(*(s.counts for s in snapshots), strict=True)]
-    filled = [s for s in snapshots if s.count]
-    return HistogramSnapshot(
-        count=sum(s.count for s in snapshots),
-        sum=sum(s.sum for s in snapshots),
-        min=min((s.min for s in filled), default=0.0),
-        max=max((s.max for s in filled), default=0.0),
-        bounds=snapshots[0].bounds,
-        counts=tuple(counts),
-    )
-
-
 class _Purpose:
     """Mutable counters of one purpose (a resource records each acquisition in exactly one of these)."""
 
@@ -224,64 +209,41 @@ class _Purpose:
 
 
 class _Limiter:
-    """At most ``limit`` holders; a FIFO of waiters; a freed slot is handed straight to the oldest live one.
+    """At most ``limit`` holders at once. Waiters queue in a :class:`WaitQueue`: a freed slot is handed
+    straight to the oldest one still waiting, never back to whoever releases it.
 
     Not thread-safe: used on the manager's loop only. ``acquire`` is a cancellation point and loses nothing.
     """
 
-    __slots__ = ("_free", "_loop", "_waiters", "limit", "waiting")
+    __slots__ = ("free", "limit", "loop", "queue", "what")
 
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop, what: str) -> None:
         self.limit = limit
-        self._free = limit
-        self._loop = loop
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self.waiting = 0
+        self.free = limit
+        self.what = what
+        self.loop = loop
+        self.queue: WaitQueue[None] = WaitQueue(loop, self._timed_out)
 
-    async def acquire(self, timeout: float, what: str) -> None:
+    async def acquire(self, timeout: float) -> None:
         """Take a slot within ``timeout`` seconds or raise :class:`PoolTimeout`."""
-        if self._free and not self.waiting:
-            self._free -= 1
+        if self.free and not self.queue.waiting:
+            self.free -= 1
             return
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._waiters.append(fut)
-        self.waiting += 1
-        timer = self._loop.call_later(timeout, self._expire, fut, timeout, what)
+        fut = self.queue.park(self.loop.time() + timeout)
         try:
             await fut
         except BaseException:
-            if fut.cancelled():
-                self.waiting -= 1  # cancelled before anyone gave us a slot: just leave the queue
-            elif fut.exception() is None:
+            if self.queue.abandon(fut):
                 self.release()  # a slot was handed to us, but our task is leaving: pass it on
             raise
-        finally:
-            timer.cancel()
-
-    def _expire(self, fut: asyncio.Future[None], timeout: float, what: str) -> None:
-        if not fut.done():
-            self.waiting -= 1
-            fut.set_exception(
-                PoolTimeout(f"{what}: no slot free within {timeout}s (max_concurrent={self.limit} all held)")
-            )
 
     def release(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                self.waiting -= 1
-                fut.set_result(None)
-                return
-        self._free += 1
+        queue = self.queue
+        if not (queue.waiting and queue.hand(None)):
+            self.free += 1
 
-    def fail_waiters(self, exc_factory: Callable[[], BaseException]) -> None:
-        """Every waiter gets an error (the resource is going away); nobody new will queue."""
-        waiters, self._waiters = self._waiters, deque()
-        for fut in waiters:
-            if not fut.done():
-                self.waiting -= 1
-                fut.set_exception(exc_factory())
+    def _timed_out(self) -> PoolTimeout:
+        return PoolTimeout(f"{self.what}: no slot became free in time (max_concurrent={self.limit} all held)")
 
 
 # ------------------------------------------------------------------------------------------- resource
@@ -402,8 +364,8 @@ class _Resource:
             errors=self.errors,
             timeouts=self.timeouts,
             cancelled=self.cancelled,
-            wait=_merge([p.wait for p in purposes.values()]),
-            hold=_merge([p.hold for p in purposes.values()]),
+            wait=merge_snapshots([p.wait for p in purposes.values()]),
+            hold=merge_snapshots([p.hold for p in purposes.values()]),
             by_purpose=MappingProxyType(purposes),
             pool=None if self.pool is None else self.pool.stats(),
         )
@@ -440,6 +402,12 @@ class _ManagedLease:
         self._limiter: _Limiter | None = None
         self._since = 0.0
 
+    def __await__(self) -> Generator[Any, None, NoReturn]:
+        raise TypeError(
+            f"manager.acquire({self._name!r}) is not awaited: use "
+            f"'async with manager.acquire({self._name!r}) as obj:' (the object is released on exit)"
+        )
+
     async def __aenter__(self) -> Any:
         if self._resource is not None:
             raise ResourceError("this acquire() context is already in use; call manager.acquire() again")
@@ -452,7 +420,7 @@ class _ManagedLease:
             limiter = res.limiter
             timeout = self._timeout
             if limiter is not None:
-                await limiter.acquire(manager._timeout if timeout is None else timeout, res.name)
+                await limiter.acquire(manager._timeout if timeout is None else timeout)
                 self._limiter = limiter
                 if timeout is not None:
                     timeout = max(0.0, timeout - (_now() - started))
@@ -611,8 +579,8 @@ class ResourceManager:
 
     ``timeout`` (seconds) is the default limit on waiting for a ``max_concurrent`` slot; a pool's own
     ``timeout`` limits the wait for its objects. Use ``async with ResourceManager() as manager:`` or call
-    :meth:`aclose`. The manager is bound to the event loop it is first used on; see the module docstring
-    for use from threads.
+    :meth:`close` (``aclose`` is the same call). The manager is bound to the event loop it is first used
+    on; see the module docstring for use from threads.
     """
 
     def __init__(self, *, timeout: float = 30.0, close_timeout: float = 10.0) -> None:
@@ -622,7 +590,7 @@ class ResourceManager:
         self._state = _OPEN
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         self._closing: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ registering
@@ -633,27 +601,98 @@ class ResourceManager:
         resource: Any = _MISSING,
         cleanup: Callable[[Any], Any] | None = None,
         *,
+        max_concurrent: int | None = None,
         factory: Callable[[], Any] | None = None,
         pool_options: Mapping[str, Any] | None = None,
-        max_concurrent: int | None = None,
     ) -> None:
-        """Register ``name`` as exactly one of:
+        """Register one shared object: ``register_resource("http", session, close_session)``.
 
-        * ``resource`` = an :class:`AsyncPool`: each holder gets one of its objects. The manager owns the
-          pool from now on: it opens it on first use if needed and closes it when the resource goes.
-        * ``resource`` = anything else: one shared object handed to every holder. It is never called,
-          even if callable (pass ``factory=`` for that).
-        * ``factory=`` (sync or async, no arguments): the manager builds an ``AsyncPool(factory,
-          name=name, **pool_options)``; ``max_concurrent`` becomes its ``max_size``.
+        Every holder gets ``resource`` itself; it is never called, even if callable (use
+        :meth:`register_factory` for objects made on demand). ``cleanup(resource)`` (sync or async) runs
+        exactly once when the resource is unregistered or the manager closes. ``max_concurrent`` limits
+        holders at once (fair FIFO).
 
-        ``cleanup(resource)`` (sync or async) runs exactly once when the resource is unregistered or the
-        manager closes, with what was registered (the shared object, or the pool after it was closed).
-        ``max_concurrent`` limits holders at once (fair FIFO; for a pool it is on top of ``max_size``).
+        The original call shapes keep working: an :class:`AsyncPool` as ``resource`` is
+        :meth:`register_pool`, and ``factory=`` (with ``pool_options=``) is :meth:`register_factory`.
 
         Raises :class:`ResourceError` for a duplicate name or a closed manager and
-        :class:`ConfigurationError` (naming the parameter) for a bad name, cleanup, max_concurrent, or a
-        factory/resource/pool_options combination. Nothing is registered when it raises.
+        :class:`ConfigurationError` (naming the parameter) for a bad name, cleanup or max_concurrent, or
+        both or neither of ``resource`` and ``factory``. Nothing is registered when it raises.
         """
+        if (resource is _MISSING) == (factory is None):
+            raise ConfigurationError(
+                "factory",
+                factory,
+                "pass a resource (a shared object or an AsyncPool, positional) or factory=, not both",
+            )
+        if factory is not None:
+            options = pool_options_checked(dict(pool_options or {}), "pool_options")
+            self.register_factory(name, factory, cleanup=cleanup, max_concurrent=max_concurrent, **options)
+            return
+        if pool_options is not None:
+            raise ConfigurationError("pool_options", pool_options, "only applies with factory=")
+        if isinstance(resource, AsyncPool):
+            self.register_pool(name, resource, cleanup=cleanup, max_concurrent=max_concurrent)
+            return
+        self._check_registration(name, cleanup, max_concurrent)
+        self._add(name, resource, None, cleanup, max_concurrent)
+
+    def register_pool(
+        self,
+        name: str,
+        pool: AsyncPool[Any],
+        *,
+        cleanup: Callable[[AsyncPool[Any]], Any] | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        """Register an :class:`AsyncPool` (e.g. from :mod:`sanaa_async_mem.resources.adapters`): each holder
+        gets an object of its own. The manager owns the pool from now on: it opens it on first use if
+        needed and closes it when the resource goes, then runs ``cleanup(pool)`` once.
+
+        ``max_concurrent`` limits holders on top of the pool's ``max_size`` (ignored when not tighter).
+        Same errors as :meth:`register_resource`; a closed pool is a :class:`ResourceError`.
+        """
+        if not isinstance(pool, AsyncPool):
+            raise ConfigurationError("pool", pool, "must be an AsyncPool (use register_resource for others)")
+        self._check_registration(name, cleanup, max_concurrent)
+        if pool.closed:
+            raise ResourceError(f"cannot register {name!r}: the pool {pool.name!r} is closed")
+        if max_concurrent is not None and max_concurrent >= pool.max_size:
+            max_concurrent = None  # the pool's max_size already limits holders as tightly
+        self._add(name, pool, pool, cleanup, max_concurrent)
+
+    def register_factory(
+        self,
+        name: str,
+        factory: Callable[[], Any],
+        /,
+        *,
+        cleanup: Callable[[AsyncPool[Any]], Any] | None = None,
+        max_concurrent: int | None = None,
+        **pool_options: Unpack[PoolOptions],
+    ) -> None:
+        """Register a pool the manager builds: ``AsyncPool(factory, name=name, **pool_options)``.
+
+        ``factory`` is sync or async with no arguments. ``max_concurrent`` becomes the pool's
+        ``max_size`` (give one or the other). ``cleanup(pool)`` runs once after the pool is closed.
+        An unknown option raises :class:`ConfigurationError` naming it; so does a bad value (named by the
+        pool). Otherwise the same errors as :meth:`register_resource`.
+        """
+        self._check_registration(name, cleanup, max_concurrent)
+        require_callable("factory", factory, allow_none=False)
+        options: dict[str, Any] = pool_options_checked(dict(pool_options))
+        options.setdefault("name", name)
+        if max_concurrent is not None and options.setdefault("max_size", max_concurrent) != max_concurrent:
+            raise ConfigurationError(
+                "max_concurrent",
+                max_concurrent,
+                f"conflicts with pool option max_size={options['max_size']!r} (give one of them)",
+            )
+        pool: AsyncPool[Any] = AsyncPool(factory, **options)
+        # The pool itself enforces max_concurrent (as max_size), with the same fairness.
+        self._add(name, pool, pool, cleanup, None)
+
+    def _check_registration(self, name: str, cleanup: object, max_concurrent: object) -> None:
         self._check_thread()
         if not isinstance(name, str) or not name:
             raise ConfigurationError("name", name, "must be a non-empty string")
@@ -661,47 +700,21 @@ class ResourceManager:
             raise ResourceError(f"cannot register {name!r}: the resource manager is {self._state}")
         if name in self._resources:
             raise ResourceError(f"a resource named {name!r} is already registered; unregister it first")
-        if cleanup is not None and not callable(cleanup):
-            raise ConfigurationError("cleanup", cleanup, "must be a callable (sync or async) or None")
+        require_callable("cleanup", cleanup)
         if max_concurrent is not None and (
             isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 1
         ):
             raise ConfigurationError("max_concurrent", max_concurrent, "must be an int >= 1 or None")
-        if (resource is _MISSING) == (factory is None):
-            raise ConfigurationError(
-                "factory",
-                factory,
-                "pass exactly one of a resource (shared object or AsyncPool, positional) or factory=",
-            )
-        pool: AsyncPool[Any] | None = None
-        if factory is not None:
-            if not callable(factory):
-                raise ConfigurationError("factory", factory, "must be a callable (sync or async)")
-            options = dict(pool_options or {})
-            options.setdefault("name", name)
-            if max_concurrent is not None:
-                if options.setdefault("max_size", max_concurrent) != max_concurrent:
-                    raise ConfigurationError(
-                        "max_concurrent",
-                        max_concurrent,
-                        f"conflicts with pool_options max_size={options['max_size']!r} (give one of them)",
-                    )
-                max_concurrent = None  # the pool itself enforces it, with the same fairness
-            try:
-                pool = AsyncPool(factory, **options)
-            except TypeError as exc:
-                raise ConfigurationError("pool_options", pool_options, str(exc)) from None
-            resource = pool
-        else:
-            if pool_options is not None:
-                raise ConfigurationError("pool_options", pool_options, "only applies with factory=")
-            if isinstance(resource, AsyncPool):
-                pool = resource
-                if pool.closed:
-                    raise ResourceError(f"cannot register {name!r}: the pool {pool.name!r} is closed")
-                if max_concurrent is not None and max_concurrent >= pool.max_size:
-                    max_concurrent = None  # the pool's max_size already limits holders as tightly
-        self._resources[name] = _Resource(name, resource, pool, cleanup, max_concurrent)
+
+    def _add(
+        self,
+        name: str,
+        obj: Any,
+        pool: AsyncPool[Any] | None,
+        cleanup: Callable[[Any], Any] | None,
+        max_concurrent: int | None,
+    ) -> None:
+        self._resources[name] = _Resource(name, obj, pool, cleanup, max_concurrent)
         log.debug(
             "registered resource %s (%s)",
             name,
@@ -766,7 +779,7 @@ class ResourceManager:
             raise self._unknown(name)
         return res.stats()
 
-    def get_stats(self) -> ResourceManagerStats:
+    def stats(self) -> ResourceManagerStats:
         """Every resource's stats and their totals. Safe to call from any thread (values may be a few
         acquisitions apart from each other when the loop is busy)."""
         per = {name: res.stats() for name, res in list(self._resources.items())}
@@ -779,6 +792,8 @@ class ResourceManager:
             timeouts=sum(s.timeouts for s in per.values()),
             resources=MappingProxyType(per),
         )
+
+    get_stats = stats  # the original name of the same call, kept as an alias
 
     # ------------------------------------------------------------------ closing
 
@@ -801,7 +816,7 @@ class ResourceManager:
         task = self._start_closing(res, self._close_timeout if timeout is None else timeout)
         await asyncio.shield(task)
 
-    async def aclose(self, timeout: float | None = None) -> None:
+    async def close(self, timeout: float | None = None) -> None:
         """Close every resource, newest first; refuse new registrations and acquisitions from now on.
 
         ``timeout`` (default ``close_timeout``) is the total time given to holders to leave, shared by the
@@ -820,6 +835,8 @@ class ResourceManager:
             return  # already closed; its errors went to the callers that waited for that close
         await asyncio.shield(self._closing)
 
+    aclose = close  # the original name of the same call, kept as an alias
+
     async def __aenter__(self) -> ResourceManager:
         self._bind()
         return self
@@ -830,7 +847,7 @@ class ResourceManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await self.close()
 
     def __repr__(self) -> str:
         return f"<ResourceManager {self._state} resources={list(self._resources)}>"
@@ -842,7 +859,7 @@ class ResourceManager:
             # All in one synchronous step: from here on nobody new gets in.
             res.state = _CLOSING
             if res.limiter is not None:
-                res.limiter.fail_waiters(
+                res.limiter.queue.fail_all(
                     lambda: ResourceError(f"resource {res.name!r} was unregistered while waiting")
                 )
             res.closing_task = self._spawn(self._close_resource(res, timeout))
@@ -925,7 +942,7 @@ class ResourceManager:
         if res.state is not _OPEN or self._state is not _OPEN:
             raise ResourceError(f"cannot acquire {name!r}: it is being unregistered (or the manager closing)")
         if res.max_concurrent is not None and res.limiter is None:
-            res.limiter = _Limiter(res.max_concurrent, loop)
+            res.limiter = _Limiter(res.max_concurrent, loop, res.name)
         return res
 
     def _unknown(self, name: str) -> ResourceError:
@@ -964,11 +981,9 @@ class ResourceManager:
             )
         return loop
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         assert self._loop is not None
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._tasks.spawn(self._loop, coro)
         task.add_done_callback(_retrieve)
         return task
 

@@ -4,7 +4,8 @@
 HTTP clients request random items from ``127.0.0.1:PORT`` with a little think time, until SIGTERM or
 SIGINT, until standard input closes (the service went away), or until ``max-requests`` were sent. Every
 ``--every`` seconds, and once more at the end, it prints one JSON line of cumulative figures: ``sent``,
-``ok``, ``errors``, ``latency`` (histogram quantiles in seconds) and ``done`` on the last line.
+``ok``, ``errors``, ``latency`` (histogram quantiles in seconds) and ``done`` on the last line. The first
+line comes at once, before any request: it says the process is up.
 
 Its memory, CPU and event loop are its own: the service's RSS, leak verdict and loop lag do not include it.
 """
@@ -94,6 +95,7 @@ async def _main(port: int, clients: int, max_requests: int, seed: int, every: fl
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, load.stop.set)
     watcher = asyncio.create_task(_watch_stdin(load.stop))
+    print(json.dumps(load.figures()), flush=True)  # ready: the service starts its clock on this line
     runner = asyncio.create_task(load.run())
     try:
         while not runner.done():

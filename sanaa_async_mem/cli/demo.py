@@ -187,6 +187,16 @@ class _LoadProcess:
             # Its own process group: Ctrl-C reaches the demo, which stops the load itself, in order.
             start_new_session=True,
         )
+        assert self._proc.stdout is not None
+        # Wait until it is up (its first line), so a short run is not spent starting an interpreter.
+        try:
+            first = await asyncio.wait_for(self._proc.stdout.readline(), 60.0)
+        except TimeoutError:
+            first = b""
+        if not first:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            raise DemoError("the load generator process did not start")
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.server
 import math
 import threading
 import time
@@ -60,6 +61,7 @@ __all__ = [
     "SanaaCollector",
     "families",
     "prometheus_buckets",
+    "serve_metrics",
 ]
 
 _log = get_logger("metrics")
@@ -446,6 +448,45 @@ class MetricsEndpoint:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(1)
         return await anyio.to_thread.run_sync(self.render, limiter=self._limiter)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # The standard library's default backlog is 5: a burst of scrapers then waits for SYN retransmits
+    # (1 s, 3 s, 7 s...) before it is even accepted.
+    request_queue_size = 128
+
+
+class _MetricsHandler(http.server.BaseHTTPRequestHandler):
+    endpoint: MetricsEndpoint
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] not in ("/", "/metrics"):
+            self.send_error(404)
+            return
+        body = self.endpoint.render()
+        self.send_response(200)
+        self.send_header("Content-Type", self.endpoint.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line each
+        pass
+
+
+def serve_metrics(
+    port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY, *, max_age: float = 0.5
+) -> tuple[http.server.ThreadingHTTPServer, threading.Thread]:
+    """Like prometheus_client's ``start_http_server`` (a thread per request, ``/metrics`` in the text
+    format), but concurrent scrapes share one rendering per ``max_age`` seconds (:class:`MetricsEndpoint`),
+    so a storm of scrapers costs the process one rendering, not one each. Returns the server and its
+    thread; ``server.shutdown()`` stops it. ``port=0`` picks a free port (``server.server_port``)."""
+    handler = type("Handler", (_MetricsHandler,), {"endpoint": MetricsEndpoint(registry, max_age=max_age)})
+    server = _Server((addr, port), handler)
+    thread = threading.Thread(target=server.serve_forever, name="sanaa-metrics-http", daemon=True)
+    thread.start()
+    return server, thread
 
 
 # ------------------------------------------------------------------------------------------ multiprocess

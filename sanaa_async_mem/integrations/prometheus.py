@@ -37,6 +37,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
@@ -55,6 +56,7 @@ from .readings import STATUSES, ReadingCache, Readings, read_sources, resolve_so
 __all__ = [
     "BUCKETS",
     "CONTENT_TYPE_LATEST",
+    "RULES_FILE",
     "Family",
     "MetricsEndpoint",
     "MultiprocessExporter",
@@ -65,6 +67,9 @@ __all__ = [
 ]
 
 _log = get_logger("metrics")
+
+#: The shipped Prometheus recording and alerting rules (``rule_files:`` in prometheus.yml).
+RULES_FILE = Path(__file__).with_name("prometheus_rules.yml")
 
 Kind = Literal["gauge", "counter", "histogram"]
 

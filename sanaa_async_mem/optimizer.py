@@ -491,6 +491,16 @@ class MemoryOptimizer:
 
     # ---------------------------------------------------------------------------- alerts
 
+    def metric_sources(self) -> tuple[object, ...]:
+        """What the metrics exporters read for this optimizer, as the sources they take one by one: its
+        extra pools, its resource manager, profiler, GC pause recorder, GC scheduler (when it runs one)
+        and loop-lag monitor. Asked again at each export, so pools added later are included."""
+        parts: list[object] = [*self.pools, self.resource_manager, self.profiler, self.gc_optimizer.pauses]
+        if self.gc_scheduler is not None:
+            parts.append(self.gc_scheduler)
+        parts.append(self.lag_monitor)
+        return tuple(parts)
+
     def pool_stats(self) -> dict[str, PoolStats]:
         """Stats of every AsyncPool this optimizer knows, by name: its ``pools`` under their own names, and
         the resource manager's pools under the name they are acquired by (the resource's), so one pool has

@@ -11,9 +11,17 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-Handler = Callable[[str, str], Awaitable[tuple[int, bytes]]]
+#: ``(status, body)`` (a JSON body) or ``(status, body, content_type)``.
+Response = tuple[int, bytes] | tuple[int, bytes, str]
+Handler = Callable[[str, str], Awaitable[Response]]
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 # Bounds on what a peer can make the server hold.
 _MAX_LINE = 8192
 _MAX_HEADERS = 100
@@ -64,12 +72,16 @@ class HTTPServer:
                 if request is None:
                     return
                 method, path, keep_alive = request
+                content_type = "application/json"
                 try:
-                    status, body = await self._handler(method, path)
+                    answer = await self._handler(method, path)
+                    status, body = answer[0], answer[1]
+                    if len(answer) == 3:
+                        content_type = answer[2]
                 except Exception as exc:
                     status, body = 500, f"{type(exc).__name__}: {exc}".encode()
                 self.requests += 1
-                writer.write(_response(status, body, keep_alive))
+                writer.write(_response(status, body, keep_alive, content_type))
                 await writer.drain()
                 if not keep_alive:
                     return
@@ -103,10 +115,10 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, bool] | No
     raise ValueError("too many headers")
 
 
-def _response(status: int, body: bytes, keep_alive: bool) -> bytes:
+def _response(status: int, body: bytes, keep_alive: bool, content_type: str = "application/json") -> bytes:
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
     )
     return head.encode("latin-1") + body

@@ -43,6 +43,7 @@ from ..pools.pool import AsyncPool
 from ..resources.manager import ResourceManager
 from ._http import HTTPServer
 from ._load import ROWS
+from ._metrics import with_metrics
 from ._view import make_view
 
 # Bytes the leaking handler keeps per request: enough to stand out from allocator noise within seconds.
@@ -345,7 +346,7 @@ async def _run(options: DemoOptions, out: TextIO) -> dict[str, Any]:
         interrupted = False
         timeline: list[dict[str, Any]] = []
         try:
-            async with HTTPServer(service.handle) as server:
+            async with HTTPServer(with_metrics(service.handle, optimizer)) as server:
                 # The run starts here: the database answered, the port is bound. Only now is the previous
                 # run's log replaced (one run per log: the report's time axis must not mix runs).
                 paths["log"].unlink(missing_ok=True)

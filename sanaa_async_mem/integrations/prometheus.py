@@ -1,47 +1,77 @@
-"""Prometheus: pool, resource, GC-pause, loop-lag and memory-trend metrics from a MemoryOptimizer.
+"""Prometheus: pool, resource, GC-pause, loop-lag, memory-trend (and fleet-budget) metrics.
 
-Two ways to export, reading the same stats objects (``PoolStats``, ``ResourceManagerStats``, the GC pause
-recorder's and the lag monitor's histograms, the profiler's verdict); nothing is measured twice:
+Both exporters take the same sources (see :mod:`.readings`: a MemoryOptimizer, or pools, a resource
+manager, a profiler, ... one by one) and describe them through one set of metric families, so a name means
+the same in both:
 
-* :class:`SanaaCollector`, a custom collector: every scrape reads the current stats. Register it once per
-  process: ``REGISTRY.register(SanaaCollector(optimizer))``. Histograms keep their exact counts (buckets
-  are a subset of the library's own bucket bounds, one per doubling from 10 us to ~9 min).
+* :class:`SanaaCollector`, a custom collector for one process: ``REGISTRY.register(SanaaCollector(opt))``.
+  Safe to scrape from any thread (prometheus_client's ``start_http_server`` scrapes from a thread per
+  request): the figures are read on the event loop, at most once per ``max_age`` however many scrapers
+  ask, and a scrape never fails because the loop is busy (it is then served the previous figures).
 * :class:`MultiprocessExporter`, for prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``,
-  several gunicorn/uvicorn workers), which allows no custom collectors: a background task copies the
-  stats every ``interval`` seconds into ordinary metrics. Gauges use ``multiprocess_mode="liveall"`` (one
-  series per live worker, labelled ``pid``), counters are advanced by the difference since the last copy
-  (summed over workers, dead ones included, as counters should be), and each histogram is exported as
-  ``_p50``/``_p99``/``_max`` gauges per worker (multiprocess histograms cannot be fed pre-bucketed data).
+  several gunicorn/uvicorn workers), which allows no custom collectors: a task on the loop copies the
+  figures every ``interval`` seconds into ordinary metrics. Counters and **histograms** are summed across
+  workers (a histogram's bucket counts are advanced by what each bucket gained since the last copy, so
+  ``sum(rate(sanaa_pool_wait_seconds_bucket[5m])) by (le)`` is the fleet's distribution); gauges are
+  per worker (``multiprocess_mode="liveall"``, labelled ``pid``). Nothing is added to the acquire path:
+  the pools keep their own histograms and the exporter reads them.
 
-Names follow Prometheus conventions: prefix ``sanaa_``, base units (``_seconds``, ``_bytes``), ``_total``
-for counters. Nothing duplicates the default ``process_*`` (RSS, CPU) or ``python_gc_*`` (collection
-counts) metrics; GC *pause time*, which those lack, is ``sanaa_gc_pause_seconds``.
+Histograms have a few well-chosen buckets (about three per decade over the range that matters for each
+family, e.g. 100 us to 30 s for pool waits), each one a bound of the library's own finer histogram, so the
+counts are exact; ``le`` labels carry that bound to four significant digits.
+
+Names follow Prometheus conventions: prefix ``sanaa_`` (``namespace``), base units (``_seconds``,
+``_bytes``), ``_total`` for counters. Nothing duplicates the default ``process_*`` (RSS, CPU) or
+``python_gc_*`` (collection counts) metrics; GC *pause time*, which those lack, is
+``sanaa_gc_pause_seconds``. The memory verdict is a state set, ``sanaa_memory_trend_status{status=...}``
+(1 for the current status, 0 for the others), so "no data yet" (``collecting``) is never mistaken for
+"healthy"; its slope is exported only when there is one (in multiprocess mode, NaN until then).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import http.server
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, cast
 
-from prometheus_client import Counter, Gauge
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from .._logging import get_logger
 from .._stats import HistogramSnapshot
 from ..config import duration
-from ..optimizer import MemoryOptimizer
-from ..pools.keyed import MemoryPool
+from .buckets import BUCKETS, bucket_counts, layout_for
+from .readings import STATUSES, ReadingCache, Readings, read_sources, resolve_sources
 
-__all__ = ["MultiprocessExporter", "SanaaCollector", "prometheus_buckets"]
+__all__ = [
+    "BUCKETS",
+    "CONTENT_TYPE_LATEST",
+    "RULES_FILE",
+    "Family",
+    "MetricsEndpoint",
+    "MultiprocessExporter",
+    "SanaaCollector",
+    "families",
+    "prometheus_buckets",
+    "serve_metrics",
+]
 
 _log = get_logger("metrics")
 
-_LOWEST_BOUND = 1e-5
-_HIGHEST_BOUND = 600.0
+#: The shipped Prometheus recording and alerting rules (``rule_files:`` in prometheus.yml).
+RULES_FILE = Path(__file__).with_name("prometheus_rules.yml")
+
+Kind = Literal["gauge", "counter", "histogram"]
 
 _POOL_GAUGES = (
     ("size", "Objects the pool owns (idle, in use, being created or returned)"),
@@ -62,9 +92,14 @@ _POOL_COUNTERS = (
     ("held_too_long", "Objects held longer than held_warning"),
 )
 _POOL_HISTOGRAMS = (
-    ("wait", "Time callers waited for an object"),
-    ("use", "Time objects were held"),
-    ("create", "Time the factory took to make an object"),
+    ("wait", "Time callers waited for an object (0 for immediate acquires)", "latency"),
+    ("use", "Time objects were held", "latency"),
+    ("create", "Time the factory took to make an object", "create"),
+)
+_OBJECT_POOL_COUNTERS = (
+    ("hits", "Lookups that found an idle object"),
+    ("misses", "Lookups that did not"),
+    ("evictions", "Idle objects dropped to make room"),
 )
 _RESOURCE_GAUGES = (
     ("active", "Holders of the resource now"),
@@ -77,247 +112,515 @@ _RESOURCE_COUNTERS = (
     ("timeouts", "Acquisitions that timed out"),
     ("cancelled", "Acquisitions cancelled while waiting"),
 )
-_RESOURCE_HISTOGRAMS = (("wait", "Time waiting for the resource"), ("hold", "Time the resource was held"))
+_RESOURCE_HISTOGRAMS = (
+    ("wait", "Time waiting for a shared resource", "latency"),
+    ("hold", "Time a shared resource was held", "latency"),
+)
 
 
-def prometheus_buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
-    """Cumulative ``(le, count)`` pairs at one bound per doubling in [10 us, ~9 min], then ``+Inf``.
+# ------------------------------------------------------------------------------------------------ buckets
 
-    Exact: the library's buckets are finer (four per doubling) and every bound kept is one of theirs.
-    """
+
+def prometheus_buckets(snapshot: HistogramSnapshot, family: str = "latency") -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs at the bounds of ``family`` (a key of :data:`BUCKETS`), then
+    ``+Inf`` (which equals the number of samples). Exact: every bound is one of the library's."""
+    layout, counts = bucket_counts(snapshot, family)
     out: list[tuple[str, float]] = []
-    cumulative = snapshot.cumulative()
-    for i, (bound, count) in enumerate(cumulative[:-1]):
-        if i % 4 == 0 and _LOWEST_BOUND <= bound <= _HIGHEST_BOUND:
-            out.append((repr(float(bound)), float(count)))
-    out.append(("+Inf", float(cumulative[-1][1])))
+    seen = 0
+    for le, c in zip(_labels(layout.bounds), counts, strict=False):
+        seen += c
+        out.append((le, float(seen)))
+    out.append(("+Inf", float(seen + counts[-1])))
     return out
 
 
-def _stat_families(
-    prefix: str,
-    label: str,
-    stats: Mapping[str, Any],
-    *,
-    gauges: Sequence[tuple[str, str]],
-    counters: Sequence[tuple[str, str]],
-    histograms: Sequence[tuple[str, str]],
-) -> Iterator[Metric]:
-    """Gauge, counter and histogram families for one kind of stats object (pools, resources), one
-    labelled sample per named object; fields are read by name from each stats object."""
-    for field, doc in gauges:
-        g = GaugeMetricFamily(f"{prefix}_{field}", doc, labels=[label])
-        for name, st in stats.items():
-            g.add_metric([name], float(getattr(st, field)))
-        yield g
-    for field, doc in counters:
-        c = CounterMetricFamily(f"{prefix}_{field}", doc, labels=[label])
-        for name, st in stats.items():
-            c.add_metric([name], float(getattr(st, field)))
-        yield c
-    for field, doc in histograms:
-        h = HistogramMetricFamily(f"{prefix}_{field}_seconds", doc, labels=[label])
-        for name, st in stats.items():
-            snap: HistogramSnapshot = getattr(st, field)
-            h.add_metric([name], prometheus_buckets(snap), snap.sum)
-        yield h
+_LABELS: dict[tuple[float, ...], tuple[str, ...]] = {}
+floatToGoString = cast(Callable[[float], str], _untyped_float_to_go_string)
+
+
+def _labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    # The strings prometheus_client writes for these bounds, so both exporters label buckets alike.
+    labels = _LABELS.get(bounds)
+    if labels is None:
+        labels = _LABELS[bounds] = tuple(floatToGoString(b) for b in bounds)
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------- families
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family, independent of how it is exported: ``samples`` are ``(label values, value)``;
+    a histogram's value is a :class:`HistogramSnapshot` bucketed by ``buckets`` (a key of
+    :data:`BUCKETS`). ``name`` has no ``_total``/``_bucket`` suffix."""
+
+    kind: Kind
+    name: str
+    doc: str
+    labels: tuple[str, ...]
+    samples: tuple[tuple[tuple[str, ...], Any], ...]
+    buckets: str = "latency"
+
+
+def _gauges(
+    prefix: str, label: str, stats: Mapping[str, Any], fields: Sequence[tuple[str, str]]
+) -> Iterator[Family]:
+    for field, doc in fields:
+        yield Family(
+            "gauge",
+            f"{prefix}_{field}",
+            doc,
+            (label,),
+            tuple(((n,), float(getattr(s, field))) for n, s in stats.items()),
+        )
+
+
+def _counters(
+    prefix: str, label: str, stats: Mapping[str, Any], fields: Sequence[tuple[str, str]]
+) -> Iterator[Family]:
+    for field, doc in fields:
+        yield Family(
+            "counter",
+            f"{prefix}_{field}",
+            doc,
+            (label,),
+            tuple(((n,), float(getattr(s, field))) for n, s in stats.items()),
+        )
+
+
+def _histograms(
+    prefix: str, label: str, stats: Mapping[str, Any], fields: Sequence[tuple[str, str, str]]
+) -> Iterator[Family]:
+    for field, doc, buckets in fields:
+        yield Family(
+            "histogram",
+            f"{prefix}_{field}_seconds",
+            doc,
+            (label,),
+            tuple(((n,), getattr(s, field)) for n, s in stats.items()),
+            buckets,
+        )
+
+
+def _pool_families(ns: str, r: Readings) -> Iterator[Family]:
+    yield from _gauges(f"{ns}_pool", "pool", r.pools, _POOL_GAUGES)
+    yield from _counters(f"{ns}_pool", "pool", r.pools, _POOL_COUNTERS)
+    yield from _histograms(f"{ns}_pool", "pool", r.pools, _POOL_HISTOGRAMS)
+
+
+def _object_pool_families(ns: str, r: Readings) -> Iterator[Family]:
+    if not r.object_pools:
+        return
+    idle = tuple(((n,), float(s.size)) for n, s in r.object_pools.items())
+    yield Family("gauge", f"{ns}_object_pool_idle", "Idle objects in a MemoryPool", ("pool",), idle)
+    yield from _counters(f"{ns}_object_pool", "pool", r.object_pools, _OBJECT_POOL_COUNTERS)
+
+
+def _resource_families(ns: str, r: Readings) -> Iterator[Family]:
+    yield from _gauges(f"{ns}_resource", "resource", r.resources, _RESOURCE_GAUGES)
+    yield from _counters(f"{ns}_resource", "resource", r.resources, _RESOURCE_COUNTERS)
+    # A pool resource's waits and holds are its pool's (sanaa_pool_wait/use_seconds): not exported twice.
+    shared = {n: s for n, s in r.resources.items() if s.pool is None}
+    yield from _histograms(f"{ns}_resource", "resource", shared, _RESOURCE_HISTOGRAMS)
+
+
+def _gc_families(ns: str, r: Readings) -> Iterator[Family]:
+    if r.gc_pauses:
+        pauses = tuple(((str(g),), s) for g, s in r.gc_pauses.items())
+        yield Family(
+            "histogram",
+            f"{ns}_gc_pause_seconds",
+            "Garbage collection pauses",
+            ("generation",),
+            pauses,
+            "gc_pause",
+        )
+    sched = r.gc_scheduler
+    if sched is not None:
+        full = tuple(((reason,), float(n)) for reason, n in sched.full_collections.items())
+        yield Family(
+            "counter",
+            f"{ns}_gc_scheduled_collections",
+            "Full collections run by the GC scheduler",
+            ("reason",),
+            full,
+        )
+        yield Family(
+            "gauge",
+            f"{ns}_gc_requests_in_flight",
+            "Requests in flight as reported to the GC scheduler",
+            (),
+            (((), float(sched.in_flight)),),
+        )
+
+
+def _lag_families(ns: str, r: Readings) -> Iterator[Family]:
+    if r.loop_lag is not None:
+        yield Family(
+            "histogram",
+            f"{ns}_event_loop_lag_seconds",
+            "How late the event loop ran a timer",
+            (),
+            (((), r.loop_lag),),
+            "loop_lag",
+        )
+
+
+def _memory_families(ns: str, r: Readings) -> Iterator[Family]:
+    m = r.memory
+    if m is None:
+        return
+    statuses = STATUSES if m.status in STATUSES else (*STATUSES, m.status)
+    yield Family(
+        "gauge",
+        f"{ns}_memory_trend_status",
+        "The memory trend verdict as a state set: 1 for the current status (collecting until there is a "
+        "verdict), 0 for the others",
+        ("status",),
+        tuple(((s,), 1.0 if s == m.status else 0.0) for s in statuses),
+    )
+    yield Family(
+        "gauge",
+        f"{ns}_memory_leak_suspected",
+        "1 while the trend verdict is a leak",
+        (),
+        (((), 1.0 if m.is_leak else 0.0),),
+    )
+    slope = () if m.slope is None else (((m.source,), m.slope),)
+    yield Family(
+        "gauge",
+        f"{ns}_memory_trend_slope_bytes_per_second",
+        "Sustained growth rate of process memory (only once there is a verdict); source: what was judged",
+        ("source",),
+        slope,
+    )
+    yield Family(
+        "gauge",
+        f"{ns}_memory_leak_threshold_bytes_per_second",
+        "Growth rate the trend verdict calls a leak",
+        (),
+        (((), m.threshold),),
+    )
+    yield Family("gauge", f"{ns}_memory_limit_bytes", "The high-memory limit (RSS)", (), (((), m.limit),))
+    to_limit = () if m.seconds_to_limit is None else (((), m.seconds_to_limit),)
+    yield Family(
+        "gauge",
+        f"{ns}_memory_seconds_to_limit",
+        "Projected seconds until RSS reaches the limit at the current slope (only while it grows)",
+        (),
+        to_limit,
+    )
+    for name, doc, value in (
+        ("memory_samples", "Memory samples the trend is judged on", m.samples),
+        ("memory_snapshots", "Memory snapshots stored", m.snapshots),
+        ("memory_snapshot_failures", "Memory samples that failed", m.failures),
+    ):
+        yield Family("counter", f"{ns}_{name}", doc, (), (((), float(value)),))
+
+
+#: Readers of ``Readings.other`` by kind (providers registered by the components that give them).
+OTHER_FAMILIES: dict[str, Callable[[str, Mapping[str, object]], Iterator[Family]]] = {}
+
+
+def families(readings: Readings, namespace: str = "sanaa") -> list[Family]:
+    """Every metric family of one read, one function per kind of source."""
+    out: list[Family] = []
+    for part in (
+        _pool_families,
+        _object_pool_families,
+        _resource_families,
+        _gc_families,
+        _lag_families,
+        _memory_families,
+    ):
+        out.extend(part(namespace, readings))
+    for kind, stats in readings.other.items():
+        reader = OTHER_FAMILIES.get(kind)
+        if reader is not None:
+            out.extend(reader(namespace, stats))
+    return out
+
+
+def _metric(family: Family) -> Metric:
+    if family.kind == "gauge":
+        g = GaugeMetricFamily(family.name, family.doc, labels=family.labels)
+        for labels, value in family.samples:
+            g.add_metric(labels, value)
+        return g
+    if family.kind == "counter":
+        c = CounterMetricFamily(family.name, family.doc, labels=family.labels)
+        for labels, value in family.samples:
+            c.add_metric(labels, value)
+        return c
+    h = HistogramMetricFamily(family.name, family.doc, labels=family.labels)
+    for labels, snap in family.samples:
+        h.add_metric(labels, prometheus_buckets(snap, family.buckets), snap.sum)
+    return h
+
+
+# ---------------------------------------------------------------------------------------- one process
 
 
 class SanaaCollector(Collector):
-    """A custom collector reading ``optimizer``'s stats at every scrape (cheap: no heap walk, no I/O).
+    """A custom collector for one process: ``REGISTRY.register(SanaaCollector(optimizer))``.
 
-    Register it in the process that runs the optimizer's event loop; reads are plain attribute reads, safe
-    from the scrape thread (values may be a sample apart from each other).
-    """
+    ``sources``: a :class:`~sanaa_async_mem.optimizer.MemoryOptimizer`, or any of the sources listed in
+    :mod:`.readings` (``SanaaCollector(pool, manager, profiler)`` exports pools and memory without the GC
+    tuner). Unknown sources raise ConfigurationError here.
 
-    def __init__(self, optimizer: MemoryOptimizer, *, namespace: str = "sanaa") -> None:
-        self.optimizer = optimizer
-        self.namespace = namespace
-
-    def collect(self) -> Iterator[Metric]:
-        ns = self.namespace
-        opt = self.optimizer
-        yield from _stat_families(
-            f"{ns}_pool",
-            "pool",
-            opt.pool_stats(),
-            gauges=_POOL_GAUGES,
-            counters=_POOL_COUNTERS,
-            histograms=_POOL_HISTOGRAMS,
-        )
-
-        keyed = [p for p in opt.pools if isinstance(p, MemoryPool)]
-        if keyed:
-            keyed_stats = [(p.name, p.get_stats()) for p in keyed]
-            g = GaugeMetricFamily(f"{ns}_object_pool_idle", "Idle objects in a MemoryPool", labels=["pool"])
-            for name, ks in keyed_stats:
-                g.add_metric([name], float(ks["size"]))
-            yield g
-            for key, doc in (
-                ("hits", "Lookups that found an idle object"),
-                ("misses", "Lookups that did not"),
-            ):
-                c = CounterMetricFamily(f"{ns}_object_pool_{key}", doc, labels=["pool"])
-                for name, ks in keyed_stats:
-                    c.add_metric([name], float(ks[key]))
-                yield c
-
-        resources = opt.resource_manager.get_stats().resources
-        yield from _stat_families(
-            f"{ns}_resource",
-            "resource",
-            resources,
-            gauges=_RESOURCE_GAUGES,
-            counters=_RESOURCE_COUNTERS,
-            histograms=_RESOURCE_HISTOGRAMS,
-        )
-
-        h = HistogramMetricFamily(
-            f"{ns}_gc_pause_seconds", "Garbage collection pauses", labels=["generation"]
-        )
-        for gen, snap in opt.gc_optimizer.pauses.snapshot().items():
-            h.add_metric([str(gen)], prometheus_buckets(snap), snap.sum)
-        yield h
-        if opt.gc_scheduler is not None:
-            sched = opt.gc_scheduler.stats()
-            c = CounterMetricFamily(
-                f"{ns}_gc_scheduled_collections",
-                "Full collections run by the GC scheduler",
-                labels=["reason"],
-            )
-            for reason, n in sched.full_collections.items():
-                c.add_metric([reason], float(n))
-            yield c
-            yield GaugeMetricFamily(
-                f"{ns}_gc_requests_in_flight",
-                "Requests in flight as reported to the GC scheduler",
-                value=float(sched.in_flight),
-            )
-
-        lag = opt.lag_monitor.snapshot()
-        h = HistogramMetricFamily(f"{ns}_event_loop_lag_seconds", "How late the event loop ran a timer")
-        h.add_metric([], prometheus_buckets(lag), lag.sum)
-        yield h
-
-        profiler = opt.profiler
-        # The verdict the sampler cached: a scrape never judges the history again (and never iterates
-        # state the loop is changing).
-        verdict = profiler.verdict or profiler.analyze_memory_trends()
-        slope = verdict.slope if math.isfinite(verdict.slope) else 0.0
-        yield GaugeMetricFamily(
-            f"{ns}_memory_trend_slope_bytes_per_second",
-            "Robust growth rate of process memory over the profiler's history",
-            value=slope,
-        )
-        yield GaugeMetricFamily(
-            f"{ns}_memory_leak_suspected",
-            "1 while the trend analyzer judges the growth a leak",
-            value=1.0 if verdict.is_leak else 0.0,
-        )
-        yield CounterMetricFamily(
-            f"{ns}_memory_snapshots", "Memory snapshots taken", value=float(profiler.ticks)
-        )
-        yield CounterMetricFamily(
-            f"{ns}_memory_snapshot_failures", "Memory snapshots that failed", value=float(profiler.failures)
-        )
-
-
-class MultiprocessExporter:
-    """Copies ``optimizer``'s stats into ordinary prometheus_client metrics every ``interval`` seconds.
-
-    For multiprocess mode, where custom collectors are not allowed (see the module documentation for how
-    each kind of figure is exported). Use ``async with MultiprocessExporter(optimizer):`` or
-    :meth:`start`/:meth:`stop` on the optimizer's loop; :meth:`update` copies once (synchronous, no await).
-    ``registry`` is where the metrics are created (default: prometheus_client's default registry; in
-    multiprocess mode the values go to ``PROMETHEUS_MULTIPROC_DIR`` whatever the registry). Creating two
-    exporters on one registry raises ValueError (duplicate metric names). Stopping cancels the task and
-    waits for it; it is idempotent.
+    Scrapes may come from any thread. Figures are read on the event loop the sources run on (the loop
+    running where the collector is created, or ``loop``; create it in your lifespan, or pass ``loop``),
+    at most once per ``max_age`` seconds however many scrapers ask; the metric families built from one
+    read are shared by the scrapes that use it. If the loop does not answer within ``wait`` seconds the
+    scrape gets the previous figures (``sanaa_metrics_stale_reads_total`` counts it) and never fails.
     """
 
     def __init__(
         self,
-        optimizer: MemoryOptimizer,
-        *,
+        *sources: object,
+        namespace: str = "sanaa",
+        max_age: float = 1.0,
+        wait: float = 2.0,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self._cache = ReadingCache(sources, max_age=max_age, wait=wait, loop=loop)
+        self._built: tuple[Readings | None, list[Metric]] = (None, [])
+        self._build_lock = threading.Lock()
+
+    @property
+    def sources(self) -> tuple[object, ...]:
+        return self._cache.sources
+
+    @property
+    def optimizer(self) -> object | None:
+        """The first source (what ``SanaaCollector(optimizer)`` was given); kept for older callers."""
+        return self._cache.sources[0] if self._cache.sources else None
+
+    def readings(self) -> Readings:
+        """The figures the next scrape shows (read now if older than ``max_age``)."""
+        return self._cache.get()
+
+    def collect(self) -> Iterator[Metric]:
+        readings = self._cache.get()
+        built_for, metrics = self._built
+        if built_for is not readings:
+            with self._build_lock:
+                built_for, metrics = self._built
+                if built_for is not readings:
+                    metrics = [_metric(f) for f in families(readings, self.namespace)]
+                    self._built = (readings, metrics)
+        yield from metrics
+        yield CounterMetricFamily(
+            f"{self.namespace}_metrics_stale_reads",
+            "Scrapes served older figures because the event loop did not answer in time",
+            value=float(self._cache.stale),
+        )
+
+
+class MetricsEndpoint:
+    """The text exposition of ``registry`` for an HTTP route, rendered once per ``max_age`` seconds
+    however many scrapers ask at once (they share one rendering).
+
+    :meth:`render` may be called from any thread; :meth:`arender` renders in a worker thread (one at a
+    time) so the event loop is not blocked while the text is formatted. Returns bytes in
+    ``CONTENT_TYPE_LATEST`` (prometheus_client's text format).
+    """
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY, *, max_age: float = 0.5) -> None:
+        self.registry = registry
+        self.max_age = duration("max_age", max_age)
+        self._lock = threading.Lock()
+        self._body = b""
+        self._at = -math.inf
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def render(self) -> bytes:
+        if time.monotonic() - self._at < self.max_age:
+            return self._body
+        with self._lock:  # one rendering at a time; those who waited take its result
+            if time.monotonic() - self._at >= self.max_age:
+                self._body = generate_latest(self.registry)
+                self._at = time.monotonic()
+            return self._body
+
+    async def arender(self) -> bytes:
+        if time.monotonic() - self._at < self.max_age:
+            return self._body
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(self.render, limiter=self._limiter)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # The standard library's default backlog is 5: a burst of scrapers then waits for SYN retransmits
+    # (1 s, 3 s, 7 s...) before it is even accepted.
+    request_queue_size = 128
+
+
+class _MetricsHandler(http.server.BaseHTTPRequestHandler):
+    endpoint: MetricsEndpoint
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] not in ("/", "/metrics"):
+            self.send_error(404)
+            return
+        body = self.endpoint.render()
+        self.send_response(200)
+        self.send_header("Content-Type", self.endpoint.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line each
+        pass
+
+
+def serve_metrics(
+    port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY, *, max_age: float = 0.5
+) -> tuple[http.server.ThreadingHTTPServer, threading.Thread]:
+    """Like prometheus_client's ``start_http_server`` (a thread per request, ``/metrics`` in the text
+    format), but concurrent scrapes share one rendering per ``max_age`` seconds (:class:`MetricsEndpoint`),
+    so a storm of scrapers costs the process one rendering, not one each. Returns the server and its
+    thread; ``server.shutdown()`` stops it. ``port=0`` picks a free port (``server.server_port``)."""
+    handler = type("Handler", (_MetricsHandler,), {"endpoint": MetricsEndpoint(registry, max_age=max_age)})
+    server = _Server((addr, port), handler)
+    thread = threading.Thread(target=server.serve_forever, name="sanaa-metrics-http", daemon=True)
+    thread.start()
+    return server, thread
+
+
+# ------------------------------------------------------------------------------------------ multiprocess
+
+
+class _BulkHistogram(Histogram):
+    """A prometheus_client Histogram that takes counts already bucketed (per bucket, not cumulative).
+
+    prometheus_client observes one value at a time; copying a pool's histogram that way would cost one
+    call per acquire. The values live in the same per-bucket cells ``observe`` updates (in multiprocess
+    mode, the worker's mmap file), so the exposition and the cross-worker sum are prometheus_client's own.
+    """
+
+    def add_counts(self, counts: Sequence[int], total: float) -> None:
+        buckets = self._buckets
+        if len(buckets) != len(counts):
+            raise ValueError(f"{len(counts)} bucket counts for {len(buckets)} buckets")
+        for cell, n in zip(buckets, counts, strict=True):
+            if n:
+                cell.inc(n)
+        if total:
+            self._sum.inc(total)
+
+
+class MultiprocessExporter:
+    """Copies the figures of ``sources`` into prometheus_client metrics every ``interval`` seconds.
+
+    For multiprocess mode, where custom collectors are not allowed (see the module documentation for how
+    each kind of figure is exported and summed). ``sources`` are those of :class:`SanaaCollector`. Use
+    ``async with MultiprocessExporter(optimizer):`` or :meth:`start`/:meth:`stop` on the sources' loop;
+    :meth:`update` copies once (synchronous, no await, on the loop's thread). ``registry`` is where the
+    metrics are created (default: prometheus_client's default registry; in multiprocess mode the values go
+    to ``PROMETHEUS_MULTIPROC_DIR`` whatever the registry). The metrics are created at construction from a
+    first read, so a second exporter on one registry raises ValueError there (duplicate names). Stopping
+    cancels the task, waits for it and copies once more; it is idempotent.
+
+    A gauge sample that is absent from a read (the memory slope while collecting) is set to NaN: a
+    multiprocess gauge cannot be removed.
+    """
+
+    def __init__(
+        self,
+        *sources: object,
         interval: float = 5.0,
         namespace: str = "sanaa",
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.optimizer = optimizer
+        self.sources = resolve_sources(sources)
         self.interval = duration("interval", interval, allow_zero=False)
+        self.namespace = namespace
+        self._registry_kw: dict[str, Any] = {} if registry is None else {"registry": registry}
         self._task: asyncio.Task[None] | None = None
-        self._last: dict[tuple[str, tuple[str, ...]], float] = {}
-        kw: dict[str, Any] = {} if registry is None else {"registry": registry}
-        ns = namespace
-        self._gauges: dict[str, Gauge] = {}
-        self._counters: dict[str, Counter] = {}
+        self._metrics: dict[str, Gauge | Counter | _BulkHistogram] = {}
+        self._last_counter: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._last_hist: dict[tuple[str, tuple[str, ...]], tuple[tuple[int, ...], float]] = {}
+        self._gauge_labels: dict[str, set[tuple[str, ...]]] = {}
+        for family in families(read_sources(self.sources), namespace):
+            self._metric_for(family)
 
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> None:
-            self._gauges[name] = Gauge(f"{ns}_{name}", doc, labels, multiprocess_mode="liveall", **kw)
+    @property
+    def optimizer(self) -> object | None:
+        return self.sources[0] if self.sources else None
 
-        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> None:
-            self._counters[name] = Counter(f"{ns}_{name}", doc, labels, **kw)
-
-        for field, doc in _POOL_GAUGES:
-            gauge(f"pool_{field}", doc, ("pool",))
-        for field, doc in _POOL_COUNTERS:
-            counter(f"pool_{field}", doc, ("pool",))
-        for field, doc in _RESOURCE_GAUGES:
-            gauge(f"resource_{field}", doc, ("resource",))
-        for field, doc in _RESOURCE_COUNTERS:
-            counter(f"resource_{field}", doc, ("resource",))
-        for field, doc in _POOL_HISTOGRAMS:
-            for q in ("p50", "p99", "max"):
-                gauge(f"pool_{field}_seconds_{q}", f"{doc} ({q})", ("pool",))
-        for q in ("p50", "p99", "max"):
-            gauge(f"gc_pause_seconds_{q}", f"Garbage collection pauses ({q})", ("generation",))
-            gauge(f"event_loop_lag_seconds_{q}", f"How late the event loop ran a timer ({q})")
-        counter("gc_scheduled_collections", "Full collections run by the GC scheduler", ("reason",))
-        gauge("memory_trend_slope_bytes_per_second", "Robust growth rate of process memory")
-        gauge("memory_leak_suspected", "1 while the trend analyzer judges the growth a leak")
-        counter("memory_snapshots", "Memory snapshots taken")
-
-    def _advance(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        # Counters only go up: add the growth since the last copy. A source that went down (pop_stats, a
-        # pool replaced) restarts from its new value without adding anything.
-        key = (name, labels)
-        last = self._last.get(key, 0.0)
-        self._last[key] = value
-        if value > last:
-            metric = self._counters[name]
-            (metric.labels(*labels) if labels else metric).inc(value - last)
-
-    def _quantiles(self, prefix: str, labels: tuple[str, ...], snap: HistogramSnapshot) -> None:
-        for q, v in (("p50", snap.p50), ("p99", snap.p99), ("max", snap.max)):
-            metric = self._gauges[f"{prefix}_{q}"]
-            (metric.labels(*labels) if labels else metric).set(v)
+    def _metric_for(self, family: Family) -> Gauge | Counter | _BulkHistogram:
+        metric = self._metrics.get(family.name)
+        if metric is None:
+            kw = self._registry_kw
+            if family.kind == "gauge":
+                metric = Gauge(family.name, family.doc, family.labels, multiprocess_mode="liveall", **kw)
+            elif family.kind == "counter":
+                metric = Counter(family.name, family.doc, family.labels, **kw)
+            else:
+                layout = layout_for(_library_bounds(family), family.buckets)
+                metric = _BulkHistogram(family.name, family.doc, family.labels, buckets=layout.bounds, **kw)
+            self._metrics[family.name] = metric
+        return metric
 
     def update(self) -> None:
-        """Copy the current stats once (what the background task does every ``interval``)."""
-        opt = self.optimizer
-        for name, st in opt.pool_stats().items():
-            for field, _ in _POOL_GAUGES:
-                self._gauges[f"pool_{field}"].labels(name).set(getattr(st, field))
-            for field, _ in _POOL_COUNTERS:
-                self._advance(f"pool_{field}", (name,), float(getattr(st, field)))
-            for field, _ in _POOL_HISTOGRAMS:
-                self._quantiles(f"pool_{field}_seconds", (name,), getattr(st, field))
-        for name, rs in opt.resource_manager.get_stats().resources.items():
-            for field, _ in _RESOURCE_GAUGES:
-                self._gauges[f"resource_{field}"].labels(name).set(getattr(rs, field))
-            for field, _ in _RESOURCE_COUNTERS:
-                self._advance(f"resource_{field}", (name,), float(getattr(rs, field)))
-        for gen, snap in opt.gc_optimizer.pauses.snapshot().items():
-            self._quantiles("gc_pause_seconds", (str(gen),), snap)
-        self._quantiles("event_loop_lag_seconds", (), opt.lag_monitor.snapshot())
-        if opt.gc_scheduler is not None:
-            for reason, n in opt.gc_scheduler.stats().full_collections.items():
-                self._advance("gc_scheduled_collections", (reason,), float(n))
-        verdict = opt.profiler.verdict or opt.profiler.analyze_memory_trends()
-        self._gauges["memory_trend_slope_bytes_per_second"].set(
-            verdict.slope if math.isfinite(verdict.slope) else 0.0
-        )
-        self._gauges["memory_leak_suspected"].set(1.0 if verdict.is_leak else 0.0)
-        self._advance("memory_snapshots", (), float(opt.profiler.ticks))
+        """Copy the current figures once (what the background task does every ``interval``)."""
+        for family in families(read_sources(self.sources), self.namespace):
+            metric = self._metric_for(family)
+            if family.kind == "gauge":
+                self._set_gauges(family, metric)
+            elif family.kind == "counter":
+                self._advance_counters(family, metric)
+            else:
+                self._advance_histograms(family, metric)
+
+    @staticmethod
+    def _child(metric: Any, labels: tuple[str, ...]) -> Any:
+        return metric.labels(*labels) if labels else metric
+
+    def _set_gauges(self, family: Family, metric: Any) -> None:
+        now = set()
+        for labels, value in family.samples:
+            self._child(metric, labels).set(value)
+            now.add(labels)
+        before = self._gauge_labels.get(family.name, set())
+        for labels in before - now:
+            self._child(metric, labels).set(math.nan)
+        if not family.samples and not family.labels:
+            metric.set(math.nan)
+        self._gauge_labels[family.name] = before | now
+
+    def _advance_counters(self, family: Family, metric: Any) -> None:
+        # Counters only go up: add the growth since the last copy. A source that went down (pop_stats, a
+        # pool replaced) restarted from zero: what it counts now is all new.
+        for labels, value in family.samples:
+            key = (family.name, labels)
+            last = self._last_counter.get(key, 0.0)
+            self._last_counter[key] = value
+            grown = value - last if value >= last else value
+            if grown > 0:
+                self._child(metric, labels).inc(grown)
+
+    def _advance_histograms(self, family: Family, metric: Any) -> None:
+        for labels, snap in family.samples:
+            _, counts = bucket_counts(snap, family.buckets)
+            key = (family.name, labels)
+            last = self._last_hist.get(key)
+            now = (tuple(counts), snap.sum)
+            self._last_hist[key] = now
+            if last is not None and all(c >= p for c, p in zip(counts, last[0], strict=True)):
+                delta = [c - p for c, p in zip(counts, last[0], strict=True)]
+                total = snap.sum - last[1]
+            else:  # first copy, or the source was reset: everything it holds is new
+                delta, total = counts, snap.sum
+            if any(delta):
+                self._child(metric, labels).add_counts(delta, max(total, 0.0))
 
     async def _run(self) -> None:
         while True:
@@ -353,3 +656,11 @@ class MultiprocessExporter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+def _library_bounds(family: Family) -> tuple[float, ...]:
+    for _labels, snap in family.samples:
+        return tuple(snap.bounds)
+    from .._stats import Histogram as LibraryHistogram
+
+    return LibraryHistogram().snapshot().bounds

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .keyed import MemoryPool, MemoryPoolLease, create_large_object_pool
+from .keyed import MemoryPool, MemoryPoolLease, MemoryPoolStats, create_large_object_pool
 from .pool import AsyncPool, PoolStats
 from .weak_cache import WeakReferenceCache
 
@@ -16,6 +16,7 @@ __all__ = [
     "AsyncPool",
     "MemoryPool",
     "MemoryPoolLease",
+    "MemoryPoolStats",
     "PoolStats",
     "WeakReferenceCache",
     "create_large_object_pool",

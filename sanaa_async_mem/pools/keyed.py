@@ -26,6 +26,7 @@ Threads
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import inspect
@@ -59,6 +60,41 @@ _MISSING = _Missing.MISSING
 def _checked(name: str, value: Any) -> Any:
     require_callable(name, value)
     return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemoryPoolStats:
+    """A point-in-time view of a :class:`MemoryPool` (what :meth:`MemoryPool.get_stats` returns, frozen).
+
+    ``size`` is idle objects (all keys); the counters only grow (see :meth:`MemoryPool.get_stats`).
+    """
+
+    name: str
+    max_size: int
+    max_per_key: int | None
+    size: int
+    keys: int
+    hits: int
+    misses: int
+    creates: int
+    create_failures: int
+    adopted: int
+    puts: int
+    evictions: int
+    trimmed: int
+    reset_failures: int
+    dispose_failures: int
+
+    @property
+    def hit_ratio(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain numbers with stable keys (JSON-serialisable), ``hit_ratio`` included."""
+        out = dataclasses.asdict(self)
+        out["hit_ratio"] = self.hit_ratio
+        return out
 
 
 class MemoryPool(Generic[K, T]):
@@ -511,6 +547,34 @@ class MemoryPool(Generic[K, T]):
             )
 
     # -- statistics ----------------------------------------------------------------------------------------
+
+    def stats(self) -> MemoryPoolStats:
+        """The counters and sizes of :meth:`get_stats` as a frozen object (safe from any thread)."""
+        with self._lock:
+            return MemoryPoolStats(
+                name=self._name,
+                max_size=self._max_size,
+                max_per_key=self._max_per_key,
+                size=len(self._order),
+                keys=sum(1 for dq in self._idle.values() if dq),
+                hits=self._hits,
+                misses=self._misses,
+                creates=self._creates,
+                create_failures=self._create_failures,
+                adopted=self._adopted,
+                puts=self._puts,
+                evictions=self._evictions,
+                trimmed=self._trimmed,
+                reset_failures=self._reset_failures,
+                dispose_failures=self._dispose_failures,
+            )
+
+    def trim_idle(self, older_than: float | None = None) -> int:
+        """Dispose of idle objects unused for more than ``older_than`` seconds (all of them when None), the
+        same verb as :meth:`AsyncPool.trim_idle`. Returns how many were removed."""
+        if older_than is None:
+            return self.trim(keep=0)
+        return self.trim(older_than=older_than)
 
     def get_stats(self) -> dict[str, Any]:
         """A plain dict with stable keys (a snapshot; counters only grow):

@@ -26,6 +26,7 @@ Threads
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import inspect
@@ -33,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Generic, TypeVar, cast, overload
 
 from .._hooks import require_callable
@@ -512,39 +513,74 @@ class MemoryPool(Generic[K, T]):
 
     # -- statistics ----------------------------------------------------------------------------------------
 
-    def get_stats(self) -> dict[str, Any]:
-        """A plain dict with stable keys (a snapshot; counters only grow):
-
-        ``name``, ``max_size``, ``max_per_key``; ``size`` (idle objects, all keys), ``size_per_key``
-        (``{key: idle objects}``, keys with at least one), ``keys`` (how many such keys); ``hits`` and
-        ``misses`` (lookups by get/aget/lease that found an idle object, or not), ``hit_ratio`` (0.0 before
-        any lookup); ``creates`` and ``create_failures`` (factory calls), ``adopted`` (objects of cancelled
-        callers' factories, pooled); ``puts`` (objects that entered the pool), ``evictions`` (dropped to make
-        room), ``trimmed`` (dropped by trim/clear), ``reset_failures``, ``dispose_failures``.
-        """
+    def stats(self) -> MemoryPoolStats:
+        """A frozen snapshot of the pool's sizes and counters (see :class:`MemoryPoolStats`)."""
         with self._lock:
             size_per_key = {k: len(dq) for k, dq in self._idle.items() if dq}
-            stats: dict[str, Any] = {
-                "name": self._name,
-                "max_size": self._max_size,
-                "max_per_key": self._max_per_key,
-                "size": len(self._order),
-                "size_per_key": size_per_key,
-                "keys": len(size_per_key),
-                "hits": self._hits,
-                "misses": self._misses,
-                "creates": self._creates,
-                "create_failures": self._create_failures,
-                "adopted": self._adopted,
-                "puts": self._puts,
-                "evictions": self._evictions,
-                "trimmed": self._trimmed,
-                "reset_failures": self._reset_failures,
-                "dispose_failures": self._dispose_failures,
-            }
-        lookups = stats["hits"] + stats["misses"]
-        stats["hit_ratio"] = stats["hits"] / lookups if lookups else 0.0
-        return stats
+            return MemoryPoolStats(
+                name=self._name,
+                max_size=self._max_size,
+                max_per_key=self._max_per_key,
+                size=len(self._order),
+                size_per_key=MappingProxyType(size_per_key),
+                keys=len(size_per_key),
+                hits=self._hits,
+                misses=self._misses,
+                creates=self._creates,
+                create_failures=self._create_failures,
+                adopted=self._adopted,
+                puts=self._puts,
+                evictions=self._evictions,
+                trimmed=self._trimmed,
+                reset_failures=self._reset_failures,
+                dispose_failures=self._dispose_failures,
+            )
+
+    def get_stats(self) -> dict[str, Any]:
+        """:meth:`stats` as a plain dict with stable keys (the original name of the call)."""
+        return self.stats().as_dict()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemoryPoolStats:
+    """A snapshot of a :class:`MemoryPool` (counters only grow).
+
+    ``size`` (idle objects, all keys), ``size_per_key`` (``{key: idle objects}``, keys with at least
+    one), ``keys`` (how many such keys); ``hits`` and ``misses`` (lookups by get/aget/lease that found an
+    idle object, or not), ``hit_ratio`` (0.0 before any lookup); ``creates`` and ``create_failures``
+    (factory calls), ``adopted`` (objects of cancelled callers' factories, pooled); ``puts`` (objects that
+    entered the pool), ``evictions`` (dropped to make room), ``trimmed`` (dropped by trim/clear),
+    ``reset_failures``, ``dispose_failures``.
+    """
+
+    name: str
+    max_size: int
+    max_per_key: int | None
+    size: int
+    size_per_key: Mapping[Any, int]
+    keys: int
+    hits: int
+    misses: int
+    creates: int
+    create_failures: int
+    adopted: int
+    puts: int
+    evictions: int
+    trimmed: int
+    reset_failures: int
+    dispose_failures: int
+
+    @property
+    def hit_ratio(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values with stable keys (``size_per_key`` as a dict)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["size_per_key"] = dict(self.size_per_key)
+        out["hit_ratio"] = self.hit_ratio
+        return out
 
 
 class MemoryPoolLease(Generic[K, T]):
@@ -638,4 +674,4 @@ def create_large_object_pool(
     return pool
 
 
-__all__ = ["MemoryPool", "MemoryPoolLease", "create_large_object_pool"]
+__all__ = ["MemoryPool", "MemoryPoolLease", "MemoryPoolStats", "create_large_object_pool"]

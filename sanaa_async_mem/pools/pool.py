@@ -111,16 +111,15 @@ class _Entry(Generic[T]):
     """One pooled object and what the pool knows about it."""
 
     __slots__ = (
-        "acquired_at",
         "broken",
         "created_at",
         "expires_at",
         "held_handle",
         "holder",
         "key",
-        "last_used",
         "lease",
         "obj",
+        "since",
         "stack",
     )
 
@@ -129,8 +128,9 @@ class _Entry(Generic[T]):
         self.key = id(obj)  # unique among live objects, and the pool holds every one of its objects
         self.created_at = now
         self.expires_at = expires_at  # the one reusability test: see _reusable
-        self.last_used = now
-        self.acquired_at = now  # the last hand-over (a waiter's wait ends there)
+        # When it was last handed out (held: held since; handed to a waiter: its wait ends there) or given
+        # back (idle: idle since). One stamp for both, so a release writes one clock value, not two.
+        self.since = now
         self.lease = 0  # hand-outs so far: tells a stale lease from the current one
         self.broken = False
         self.holder: asyncio.Task[Any] | None = None  # the task holding it; None when not held
@@ -285,27 +285,29 @@ class _Lease(Generic[T]):
         if idle and pool._plain_acquire:
             # The uncontended acquire of a pool without check, lifetime or held_warning: nothing to test.
             entry = idle.pop()
-            entry.acquired_at = _clock()
+            entry.since = _clock()
             entry.lease += 1
             entry.holder = task
             self._entry = entry
             self._lease = entry.lease
             return entry.obj
-        deadline = pool._time() + (pool._timeout if self._timeout is None else self._timeout)
+        timeout = pool._timeout if self._timeout is None else self._timeout
+        started = _clock()
+        # On asyncio's loops the loop's clock is this same clock: one read serves both.
+        deadline = (started if pool._time is _clock else pool._time()) + timeout
         while True:
             if idle:
                 entry = idle.pop()
                 now = _clock()
                 if pool._screening and not await pool._screen(entry, now, deadline):
                     continue  # it was dropped; try the next one (or wait)
-                entry.acquired_at = now
+                entry.since = now
                 break
             if not pool._is_open:
                 raise pool._not_open_error()
             queue = pool._queue
             if pool._max_waiting and queue.waiting >= pool._max_waiting:
                 raise pool._exhausted()
-            started = _clock()
             fut = queue.park(deadline)
             if len(pool._entries) + pool._creating < pool._max_size:  # else _grow has nothing to do
                 pool._grow()
@@ -314,10 +316,10 @@ class _Lease(Generic[T]):
             except BaseException as exc:
                 pool._abandon(fut, exc, task)
                 raise
-            # Whoever handed the entry over stamped acquired_at with the hand-over time: the wait ends
+            # Whoever handed the entry over stamped `since` with the hand-over time: the wait ends
             # there (what follows is the loop's own lag, measured by LoopLagMonitor). Objects handed
             # over were just released or made: they need no screening.
-            pool._waits.append(entry.acquired_at - started)  # folded into the histogram in bulk
+            pool._waits.append(entry.since - started)  # folded into the histogram in bulk
             break
         entry.lease += 1
         entry.holder = task
@@ -346,16 +348,13 @@ class _Lease(Generic[T]):
             if entry.expires_at > now:  # _reusable
                 # _take_back and _give for a pool without reset hook or held_warning, written out.
                 uses = pool._uses
-                uses.append(now - entry.acquired_at)
+                uses.append(now - entry.since)
                 if len(uses) >= _FOLD_AT:
                     pool._fold_samples()
-                entry.last_used = now
+                entry.since = now  # idle since, or the hand-over time (see __aenter__)
                 queue = pool._queue
-                if queue.waiting:
-                    entry.acquired_at = now  # the hand-over time (see __aenter__)
-                    if queue.hand(entry):
-                        return
-                pool._idle.append(entry)
+                if not (queue.waiting and queue.hand(entry)):
+                    pool._idle.append(entry)
                 return
         resetting = pool._take_back(entry, exc is not None and isinstance(exc, pool._discard_on))
         if resetting is not None:
@@ -484,7 +483,7 @@ class AsyncPool(Generic[T]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         # The loop's clock, for deadlines and timers (set by open()).
-        self._time: Callable[[], float] = time.monotonic
+        self._time: Callable[[], float] = _clock
         self._queue: WaitQueue[_Entry[T]] = cast("WaitQueue[_Entry[T]]", None)  # made by open()
         self._entries: dict[int, _Entry[T]] = {}  # every object the pool owns, by id
         self._idle: deque[_Entry[T]] = deque()
@@ -754,7 +753,7 @@ class AsyncPool(Generic[T]):
         self._require_loop("trim_idle")
         now = _clock()
         return self._drop_idle(
-            lambda entry, surplus: surplus > 0 and (older_than is None or now - entry.last_used >= older_than)
+            lambda entry, surplus: surplus > 0 and (older_than is None or now - entry.since >= older_than)
         )
 
     def stats(self) -> PoolStats:
@@ -827,7 +826,7 @@ class AsyncPool(Generic[T]):
         self._thread = _get_ident()
         # asyncio's loops run on time.monotonic (BaseEventLoop.time returns it): the same clock without the
         # method call. Any other loop (uvloop) has its own clock, which its timers run on.
-        self._time = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self._time = _clock if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         self._queue = WaitQueue(loop, self._timed_out)
 
     def _require_loop(self, what: str) -> None:
@@ -888,7 +887,7 @@ class AsyncPool(Generic[T]):
                 return False
         # Checked when idle for _check_after (inf without a check hook: one comparison either way);
         # fresh objects (never handed out) are not checked: the factory just made them.
-        if entry.lease and now - entry.last_used >= self._check_after:
+        if entry.lease and now - entry.since >= self._check_after:
             return await self._run_check(entry, deadline)
         return True
 
@@ -984,7 +983,7 @@ class AsyncPool(Generic[T]):
             extra={
                 "sanaa_pool": self._name,
                 "sanaa_event": "held_too_long",
-                "sanaa_held_seconds": _clock() - entry.acquired_at,
+                "sanaa_held_seconds": _clock() - entry.since,
                 "sanaa_task": holder,
             },
         )
@@ -1000,7 +999,7 @@ class AsyncPool(Generic[T]):
         """
         now = _clock()
         uses = self._uses
-        uses.append(now - entry.acquired_at)
+        uses.append(now - entry.since)
         if len(uses) >= _FOLD_AT:
             self._fold_samples()
         if entry.held_handle is not None:
@@ -1021,17 +1020,16 @@ class AsyncPool(Generic[T]):
                 return None
             if pending is not None and inspect.isawaitable(pending):
                 return self._reset_in_task(entry, pending)
-        entry.last_used = now
         self._give(entry, now)
         return None
 
     def _give(self, entry: _Entry[T], now: float) -> None:
         """Hand a free entry to the oldest live waiter (stamping the hand-over time ``now`` as its
-        ``acquired_at``), keep it idle if nobody waits, or drop it if it may not be reused."""
+        ``since``), keep it idle (since ``now``) if nobody waits, or drop it if it may not be reused."""
         if not _reusable(entry, now):
             self._drop(entry, discard=False)
             return
-        entry.acquired_at = now
+        entry.since = now
         queue = self._queue
         if not (queue.waiting and queue.hand(entry)):
             self._idle.append(entry)
@@ -1074,7 +1072,6 @@ class AsyncPool(Generic[T]):
             ok = True
         now = _clock()
         if ok:
-            entry.last_used = now
             self._give(entry, now)
         else:
             self._drop(entry, discard=True)
@@ -1278,7 +1275,7 @@ class AsyncPool(Generic[T]):
         self._drop_idle(
             lambda entry, surplus: (
                 not _reusable(entry, now)
-                or (max_idle is not None and surplus > 0 and now - entry.last_used >= max_idle)
+                or (max_idle is not None and surplus > 0 and now - entry.since >= max_idle)
             )
         )
         self._grow()

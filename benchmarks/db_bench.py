@@ -3,6 +3,7 @@
     python -m benchmarks.db_bench                  # ~2.5 minutes, writes results/db_bench.json
     python -m benchmarks.db_bench --quick          # ~15 seconds, smoke test (no JSON unless --write)
     python -m benchmarks.db_bench --loop uvloop
+    python -m benchmarks.db_bench --compare-with ../before     # also the adapters of another checkout
 
 Two sections, each with 100 tasks sharing 10 connections and every task doing one command per acquire
 (latency = from asking for a connection to having given it back, so it includes the wait):
@@ -110,7 +111,7 @@ def reachable(url_host: str, port: int) -> bool:
 # --- PostgreSQL contenders ----------------------------------------------------------------------------
 
 
-async def pg_contenders() -> list[Contender]:
+async def pg_contenders(compare_with: Sequence[str] = ()) -> list[Contender]:
     import asyncpg
     import psycopg_pool
 
@@ -139,6 +140,11 @@ async def pg_contenders() -> list[Contender]:
         pool = asyncpg_pool(PG_DSN, min_size=CONNECTIONS, max_size=CONNECTIONS, reset=reset)
         await pool.open()
         out.append(Contender(label, _asyncpg_op(pool), pool.close))
+    for path in compare_with:
+        name, adapters = _checkout_adapters(path)
+        other = adapters.asyncpg_pool(PG_DSN, min_size=CONNECTIONS, max_size=CONNECTIONS)
+        await other.open()
+        out.append(Contender(f"ours @ {name}: asyncpg_pool (default)", _asyncpg_op(other), other.close))
 
     apool = await asyncpg.create_pool(PG_DSN, min_size=CONNECTIONS, max_size=CONNECTIONS)
 
@@ -162,6 +168,16 @@ async def pg_contenders() -> list[Contender]:
     return out
 
 
+def _checkout_adapters(path: str) -> tuple[str, Any]:
+    """The adapters module of another checkout (see pool_bench.load_checkout)."""
+    import importlib
+
+    from benchmarks.pool_bench import load_checkout
+
+    label, package = load_checkout(path)
+    return label, importlib.import_module(f"{package.__name__}.resources.adapters")
+
+
 def _asyncpg_op(pool: Any) -> Callable[[], Awaitable[None]]:
     async def op() -> None:
         async with pool.acquire() as conn:
@@ -173,7 +189,7 @@ def _asyncpg_op(pool: Any) -> Callable[[], Awaitable[None]]:
 # --- Redis contenders -----------------------------------------------------------------------------
 
 
-async def redis_contenders() -> list[Contender]:
+async def redis_contenders(compare_with: Sequence[str] = ()) -> list[Contender]:
     import redis.asyncio as redis_asyncio
     from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -205,6 +221,11 @@ async def redis_contenders() -> list[Contender]:
             await client.ping()
 
     out.append(Contender("ours: redis_pool (default check+reset)", ours_op, pool.close))
+    for path in compare_with:
+        name, adapters = _checkout_adapters(path)
+        other = adapters.redis_pool(REDIS_URL, min_size=CONNECTIONS, max_size=CONNECTIONS)
+        await other.open()
+        out.append(Contender(f"ours @ {name}: redis_pool (default)", _redis_op(other), other.close))
 
     blocking = redis_asyncio.Redis(
         connection_pool=redis_asyncio.BlockingConnectionPool.from_url(
@@ -236,6 +257,14 @@ async def redis_contenders() -> list[Contender]:
     plain_contender.op = plain_op
     out.append(plain_contender)
     return out
+
+
+def _redis_op(pool: Any) -> Callable[[], Awaitable[None]]:
+    async def op() -> None:
+        async with pool.acquire() as client:
+            await client.ping()
+
+    return op
 
 
 class _Failed(Exception):
@@ -351,18 +380,22 @@ async def run_section(title: str, contenders: list[Contender], settings: Setting
     return results
 
 
-async def main_async(settings: Settings, sections: Sequence[str]) -> dict[str, Any]:
+async def main_async(
+    settings: Settings, sections: Sequence[str], compare_with: Sequence[str] = ()
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if "pg" in sections:
         if reachable("127.0.0.1", int(os.environ.get("SANAA_PG_PORT", "5432"))):
             results["postgresql_select_1"] = await run_section(
-                "PostgreSQL SELECT 1", await pg_contenders(), settings
+                "PostgreSQL SELECT 1", await pg_contenders(compare_with), settings
             )
         else:
             print("\nPostgreSQL is not reachable on 127.0.0.1:5432: section skipped")
     if "redis" in sections:
         if reachable("127.0.0.1", int(os.environ.get("SANAA_REDIS_PORT", "6379"))):
-            results["redis_ping"] = await run_section("Redis PING", await redis_contenders(), settings)
+            results["redis_ping"] = await run_section(
+                "Redis PING", await redis_contenders(compare_with), settings
+            )
         else:
             print("\nRedis is not reachable on 127.0.0.1:6379: section skipped")
     return results
@@ -377,6 +410,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sections", default="pg,redis", help="comma-separated: pg,redis")
     parser.add_argument("--write", action="store_true", help="write the JSON even with --quick")
     parser.add_argument("--no-write", action="store_true", help="do not write the JSON")
+    parser.add_argument(
+        "--compare-with",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also measure the adapters of the checkout at PATH (e.g. the commit before a change)",
+    )
     return parser.parse_args(argv)
 
 
@@ -391,9 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.loop == "uvloop":
         import uvloop
 
-        results = uvloop.run(main_async(settings, sections))
+        results = uvloop.run(main_async(settings, sections, args.compare_with))
     else:
-        results = asyncio.run(main_async(settings, sections))
+        results = asyncio.run(main_async(settings, sections, args.compare_with))
     if results and (args.write or not (args.quick or args.no_write)):
         command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
         write_results(

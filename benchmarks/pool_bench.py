@@ -3,6 +3,7 @@
     python -m benchmarks.pool_bench                # both loops, ~1 minute, writes results/pool_bench.json
     python -m benchmarks.pool_bench --quick        # a few seconds, smoke test (no JSON unless --write)
     python -m benchmarks.pool_bench --loops uvloop
+    python -m benchmarks.pool_bench --compare-with ../before   # also the AsyncPool of another checkout
 
 Two scenarios, each on the default asyncio loop and on uvloop, every pool holding 10 dummy objects:
 
@@ -12,7 +13,10 @@ Two scenarios, each on the default asyncio loop and on uvloop, every pool holdin
   ``acquire()`` to holding the object) at p50, p99 and max.
 
 Every figure is compared with the floor (``asyncio.Semaphore`` + ``deque``, a ``__slots__`` class as the
-async context manager) measured in the same round: the machine is shared and absolute times drift, so each
+async context manager) measured in the same round. A "bare hand-off" row shows the least a fair pool can
+do in pure Python (idle list, FIFO of waiter futures, direct hand-off; no timeouts, stats or misuse checks),
+and ``--compare-with PATH`` adds the AsyncPool of another checkout (e.g. the commit before a change), so a
+before/after comparison is measured side by side too: the machine is shared and absolute times drift, so each
 "x floor" is the median over rounds of (contender / floor in that round). Contenders run in a rotated order
 each round so that none always runs first or last after a collection.
 """
@@ -24,15 +28,20 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import importlib
+import importlib.util
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
+from types import ModuleType, TracebackType
 from typing import Any, TypeVar
 
 from benchmarks._harness import percentile, print_table, ratio, write_results
-from benchmarks._peers import OURS, POOL_SIZE, Acquire, Contender, Opened, contenders
+from benchmarks._peers import OURS, POOL_SIZE, Acquire, Contender, Opened, Thing, contenders
 
 COMMAND = "python -m benchmarks.pool_bench"
 LOOP_NAMES = ("asyncio", "uvloop")
@@ -83,6 +92,103 @@ class Entry:
     failure: str | None = None
     close_error: str | None = None
     stats: dict[str, Any] | None = None
+
+
+# --- rows this benchmark adds to the peers' -----------------------------------------------------------
+
+
+class BarePool:
+    """The least a fair pool can do in pure Python: an idle list, a FIFO of waiter futures, direct hand-off
+    to the oldest live waiter, and a cancelled waiter passing its object on. No timeouts, no stats, no
+    misuse checks, no hooks: a measure of what the language costs, not a pool anyone should use."""
+
+    __slots__ = ("_idle", "_waiters")
+
+    def __init__(self, size: int = POOL_SIZE) -> None:
+        self._idle = [Thing() for _ in range(size)]
+        self._waiters: deque[asyncio.Future[Thing]] = deque()
+
+    def acquire(self) -> _BareLease:
+        return _BareLease(self)
+
+    def give(self, obj: Thing) -> None:
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(obj)
+                return
+        self._idle.append(obj)
+
+
+class _BareLease:
+    __slots__ = ("_obj", "_pool")
+
+    def __init__(self, pool: BarePool) -> None:
+        self._pool = pool
+
+    async def __aenter__(self) -> Thing:
+        pool = self._pool
+        if pool._idle:
+            obj = self._obj = pool._idle.pop()
+            return obj
+        fut: asyncio.Future[Thing] = asyncio.get_running_loop().create_future()
+        pool._waiters.append(fut)
+        try:
+            obj = self._obj = await fut
+        except BaseException:
+            if not fut.cancelled() and fut.exception() is None:
+                pool.give(fut.result())
+            raise
+        return obj
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._pool.give(self._obj)
+
+
+async def _open_bare(stack: AsyncExitStack) -> Opened:
+    return Opened(BarePool().acquire)
+
+
+BARE = Contender(
+    "bare hand-off (pure-Python minimum)",
+    "reference",
+    "idle list + FIFO of futures + direct hand-off, nothing else: what pure Python costs",
+    _open_bare,
+)
+
+
+def load_checkout(path: str) -> tuple[str, ModuleType]:
+    """The ``sanaa_async_mem`` package of another checkout at ``path``, imported under another name so
+    that it runs beside this one. Returns a label (the directory's name) and the package."""
+    root = Path(path).expanduser().resolve() / "sanaa_async_mem"
+    if not (root / "__init__.py").is_file():
+        raise SystemExit(f"--compare-with {path}: no sanaa_async_mem package in it")
+    alias = f"_sanaa_checkout_{len([m for m in sys.modules if m.startswith('_sanaa_checkout_')])}"
+    spec = importlib.util.spec_from_file_location(
+        alias, root / "__init__.py", submodule_search_locations=[str(root)]
+    )
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = package
+    spec.loader.exec_module(package)
+    return root.parent.name, package
+
+
+def checkout_contender(path: str) -> Contender:
+    label, package = load_checkout(path)
+    pool_class = importlib.import_module(f"{package.__name__}.pools.pool").AsyncPool
+
+    async def open_(stack: AsyncExitStack) -> Opened:
+        pool: Any = pool_class(Thing, min_size=POOL_SIZE, max_size=POOL_SIZE)
+        await stack.enter_async_context(pool)
+        return Opened(pool.acquire, stats=pool.stats)
+
+    return Contender(
+        f"ours @ {label}", "reference", f"AsyncPool of the checkout at {path}, same settings as ours", open_
+    )
 
 
 # --- one round --------------------------------------------------------------------------------------
@@ -497,6 +603,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-task", type=int, help="contended acquires per task per round")
     parser.add_argument("--write", action="store_true", help="write the JSON even with --quick")
     parser.add_argument("--no-write", action="store_true", help="do not write the JSON")
+    parser.add_argument(
+        "--compare-with",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also measure the AsyncPool of the checkout at PATH (e.g. the commit before a change)",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="only the floor, references and ours")
     return parser.parse_args(argv)
 
 
@@ -509,6 +623,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--repeats, --ops and --per-task must be at least 1")
 
     found, skipped = contenders()
+    if args.no_peers:
+        found = [c for c in found if c.role != "peer"]
+    # The bare hand-off and other checkouts go just before ours (the floor stays first).
+    extra = [BARE, *(checkout_contender(path) for path in args.compare_with)]
+    at = next((i for i, c in enumerate(found) if c.name == OURS), len(found))
+    found[at:at] = extra
     factories, skipped_loops = loop_factories([n.strip() for n in args.loops.split(",") if n.strip()])
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}")
@@ -533,7 +653,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nmeasured in {elapsed:.1f} s")
 
     results = {
-        "settings": {**dataclasses.asdict(settings), "pool_size": POOL_SIZE, "quick": args.quick},
+        "settings": {
+            **dataclasses.asdict(settings),
+            "pool_size": POOL_SIZE,
+            "quick": args.quick,
+            "compare_with": args.compare_with,
+            "no_peers": args.no_peers,
+        },
         "contenders": {c.name: {"role": c.role, "what": c.what} for c in found},
         "skipped": skipped,
         "skipped_loops": skipped_loops,

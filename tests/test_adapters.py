@@ -268,3 +268,98 @@ def test_missing_library_names_the_extra_to_install(
     monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like to import
     with pytest.raises(ImportError, match=rf"sanaa-async-mem\[{extra}\]"):
         make()
+
+
+# ------------------------------------------------------- dead idle connections within check_skip_within
+
+
+async def test_asyncpg_idle_connection_killed_by_the_server_is_never_handed_out(
+    pg_dsn: str, pg_admin: Any
+) -> None:
+    app = unique("adapt-pg-dead")
+    async with asyncpg_pool(pg_dsn, max_size=1, application_name=app) as pool:
+        for _ in range(10):
+            async with pool.acquire() as conn:  # used just now: the full check will be skipped
+                assert await conn.fetchval("SELECT 1") == 1
+            assert await pg_admin.fetchval("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+            await until(lambda: _true(conn.is_closed()))  # asyncpg notices on its own (no I/O by us)
+            async with pool.acquire() as fresh:  # no error: only calls in flight may fail
+                assert fresh is not conn and await fresh.fetchval("SELECT 1") == 1
+        assert pool.stats().discarded == 10
+
+
+async def test_psycopg_idle_connection_killed_by_the_server_is_never_handed_out(
+    pg_dsn: str, pg_admin: Any
+) -> None:
+    app = unique("adapt-psy-dead")
+    async with psycopg_pool(pg_dsn, max_size=1, application_name=app, autocommit=True) as pool:
+        for _ in range(10):
+            async with pool.acquire() as conn:
+                await conn.execute("SELECT 1")
+                pid = conn.info.backend_pid
+            assert await pg_admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            await until(lambda: _eq(pg_backends(pg_admin, app), 0))  # the server has closed it
+            async with pool.acquire() as fresh:
+                assert fresh is not conn
+                cur = await fresh.execute("SELECT 1")
+                assert await cur.fetchone() == (1,)
+        assert pool.stats().discarded == 10
+
+
+async def test_redis_idle_client_killed_by_the_server_is_never_handed_out(
+    redis_url: str, redis_admin: Any
+) -> None:
+    name = unique("adapt-redis-dead")
+    async with redis_pool(redis_url, max_size=1, client_name=name) as pool:
+        for _ in range(10):
+            async with pool.acquire() as client:
+                assert await client.ping() is True
+                client_id = await client.client_id()
+            await redis_admin.execute_command("CLIENT", "KILL", "ID", client_id)
+            reader = client.connection._reader
+            await until(lambda r=reader: _true(r.at_eof()))  # the loop has seen the server close it
+            async with pool.acquire() as fresh:
+                assert fresh is not client and await fresh.ping() is True
+        assert pool.stats().discarded == 10
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# ---------------------------------------------------------------------------------- pool options
+
+
+ADAPTERS: list[Callable[..., Any]] = [asyncpg_pool, psycopg_pool, redis_pool, aiohttp_pool, aiosqlite_pool]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda f: f.__name__)
+def test_every_adapter_documents_every_pool_option(adapter: Callable[..., Any]) -> None:
+    from sanaa_async_mem.pools.pool import PoolOptions
+
+    doc = adapter.__doc__ or ""
+    missing = [name for name in PoolOptions.__annotations__ if f"``{name}``" not in doc]
+    assert missing == [], f"{adapter.__name__} does not document {missing}"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: asyncpg_pool("postgresql://x", **kw),
+        lambda **kw: psycopg_pool("x", **kw),
+        lambda **kw: redis_pool("redis://x", **kw),
+        aiohttp_pool,
+        lambda **kw: aiosqlite_pool("x.db", **kw),
+    ],
+)
+def test_adapter_pool_options_reach_the_pool_and_unknown_ones_are_named(make: Callable[..., Any]) -> None:
+    pool = make(timeout=1.5, name="named", max_size=3, check_skip_within=0.0)
+    assert (pool.name, pool.max_size, pool._timeout, pool._check_after in (0.0, float("inf"))) == (
+        "named",
+        3,
+        1.5,
+        True,
+    )
+    with pytest.raises(ConfigurationError) as info:
+        make(timout=1.5)
+    assert info.value.name == "timout" and "timeout" in str(info.value)

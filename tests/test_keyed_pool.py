@@ -815,3 +815,21 @@ class PoolModel(RuleBasedStateMachine):
 
 TestPoolModel = PoolModel.TestCase
 TestPoolModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_stats_is_a_frozen_view_and_get_stats_its_dict() -> None:
+    import dataclasses
+
+    pool: MemoryPool[str, Obj] = MemoryPool(max_size=4, name="bufs")
+    pool.put("a", Obj())
+    pool.get("a")
+    pool.get("b")
+    stats = pool.stats()
+    assert (stats.name, stats.hits, stats.misses, stats.hit_ratio, stats.puts) == ("bufs", 1, 1, 0.5, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.hits = 5  # type: ignore[misc]
+    assert stats.as_dict() == pool.get_stats()
+    assert set(pool.get_stats()) == {
+        *(f.name for f in dataclasses.fields(stats)),
+        "hit_ratio",
+    }

@@ -152,8 +152,9 @@ async def test_open_without_wait_refills_in_background_with_backoff() -> None:
     pool = AsyncPool(factory, min_size=2, max_size=2, maintenance_interval=0.01)
     await pool.open(wait=False)
     try:
-        await until(lambda: factory.calls >= 3)
-        assert pool.stats().errors >= 3
+        # Each failure is booked by the creation task's done-callback, one loop step after the call.
+        await until(lambda: pool.stats().errors >= 3)
+        assert factory.calls >= 3
         factory.fail_rate = 0.0
         await until(lambda: pool.stats().idle == 2)
     finally:
@@ -688,18 +689,29 @@ async def test_close_fails_waiters_closes_idle_and_returned_objects() -> None:
     await pool.put(c)  # idle
     c_again = await pool.get()
     assert c_again is c
-    waiters = [asyncio.create_task(pool.get()) for _ in range(2)]
+    got: list[Conn] = []
+    give_back = asyncio.Event()
+
+    async def waiter() -> None:
+        obj = await pool.get()
+        got.append(obj)
+        await give_back.wait()
+        await pool.put(obj)  # the task that took it gives it back
+
+    waiters = [asyncio.create_task(waiter()) for _ in range(2)]
     await until(lambda: pool.stats().waiting == 2)
     await pool.put(c)  # goes to the first waiter, who keeps it
     closing = asyncio.create_task(pool.close(timeout=5))
-    await until(lambda: all(w.done() for w in waiters))
-    assert waiters[0].result() is c
+    await until(waiters[1].done)
+    assert got == [c]
     assert isinstance(waiters[1].exception(), PoolClosed)
     await asyncio.sleep(0.01)
     assert not closing.done()  # still waiting for a, b and c
-    for obj in (a, b, c):
+    for obj in (a, b):
         await pool.put(obj)
+    give_back.set()
     await closing
+    await waiters[0]
     assert a.closed and b.closed and c.closed
     with pytest.raises(PoolClosed):
         await pool.get()
@@ -932,3 +944,277 @@ async def test_no_reference_cycles_keep_a_closed_pool_alive() -> None:
     del pool
     gc.collect()
     assert ref() is None
+
+
+# ---------------------------------------------------------------- issue-13 faults: leases, threads, close
+
+
+async def test_alive_replaces_a_dead_idle_object_even_when_the_check_is_skipped() -> None:
+    checks: list[Conn] = []
+    factory = Factory()
+
+    def check(conn: Conn) -> bool:
+        checks.append(conn)
+        return True
+
+    def alive(conn: Conn) -> bool:
+        return not conn.closed
+
+    async with AsyncPool(
+        factory, max_size=1, check=check, check_skip_within=60, alive=alive, close=close_conn
+    ) as pool:
+        async with pool.acquire() as first:
+            pass
+        first.closed = True  # e.g. the server closed the connection while it sat idle
+        async with pool.acquire() as second:
+            assert second is not first and not second.closed
+        assert checks == []  # used a moment ago: the full check was skipped, the cheap test was not
+        assert pool.stats().discarded == 1
+
+
+async def test_alive_that_raises_counts_as_dead() -> None:
+    def alive(conn: Conn) -> bool:
+        raise RuntimeError("driver state unreadable")
+
+    async with AsyncPool(Factory(), max_size=1, alive=alive) as pool:
+        async with pool.acquire() as first:
+            pass
+        async with pool.acquire() as second:
+            assert second is not first
+        assert pool.stats().discarded == 1
+
+
+async def test_a_stale_put_cannot_return_an_object_another_task_now_holds() -> None:
+    async with AsyncPool(Factory(), max_size=1, timeout=0.05) as pool:
+        a = await pool.get()
+        await pool.put(a)
+        b_taken = asyncio.Event()
+        b_done = asyncio.Event()
+        held: list[Conn] = []
+
+        async def other_task() -> None:
+            held.append(await pool.get())  # the same object, now held by this task
+            b_taken.set()
+            await b_done.wait()
+            await pool.put(held[0])
+
+        task = asyncio.create_task(other_task())
+        await b_taken.wait()
+        assert held == [a]
+        with pytest.raises(PoolError, match="held by task"):
+            await pool.put(a)  # stale: accepted before, handing b's object to the next caller
+        # A third caller must not be handed the object its holder still uses.
+        with pytest.raises(PoolTimeout):
+            await pool.get()
+        assert pool.stats().in_use == 1
+        b_done.set()
+        await task
+        assert pool.stats().idle == 1
+
+
+async def test_put_close_expire_all_and_friends_from_another_thread_are_refused() -> None:
+    async with AsyncPool(Conn, max_size=2, timeout=30) as pool:
+        obj, other = await pool.get(), await pool.get()
+
+        async def wait_for_one() -> Conn:
+            async with pool.acquire() as got:
+                return got
+
+        waiter = asyncio.create_task(wait_for_one())  # waits on the pool's loop; must not be touched
+        await until(lambda: pool.stats().waiting == 1)
+        outcomes: dict[str, BaseException | None] = {}
+
+        def foreign() -> None:
+            calls: dict[str, Callable[[], Any]] = {
+                "put": lambda: asyncio.run(pool.put(obj)),
+                "close": lambda: asyncio.run(pool.close()),
+                "drain": lambda: asyncio.run(pool.drain()),
+                "expire_all": pool.expire_all,
+                "trim_idle": pool.trim_idle,
+                "mark_broken": lambda: pool.mark_broken(obj),
+            }
+            for name, call in calls.items():
+                try:
+                    call()
+                    outcomes[name] = None
+                except BaseException as exc:
+                    outcomes[name] = exc
+
+        await asyncio.to_thread(foreign)
+        assert len(outcomes) == 6
+        for name, exc in outcomes.items():
+            assert isinstance(exc, PoolError), (name, exc)
+            assert "another thread" in str(exc), (name, exc)
+        s = pool.stats()
+        assert (s.in_use, s.waiting, s.expired, s.discarded, pool.state) == (2, 1, 0, 0, "open")
+        await pool.put(obj)  # from the pool's own loop: the waiter gets it at once
+        assert await asyncio.wait_for(waiter, 5) is obj
+        await pool.put(other)
+        assert pool.stats().idle == 2
+
+
+def test_put_and_close_from_another_loop_in_the_same_thread_are_refused() -> None:
+    pool: AsyncPool[Conn] = AsyncPool(Conn, max_size=1)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(pool.open())
+    lease = pool.acquire()  # a lease, not get(): its exit may run in another task (the next run)
+    obj = loop.run_until_complete(lease.__aenter__())
+    try:
+        with pytest.raises(PoolError, match="another event loop"):
+            asyncio.run(pool.put(obj))
+        with pytest.raises(PoolError, match="another event loop"):
+            asyncio.run(pool.close())
+        assert pool.state == "open" and pool.stats().in_use == 1
+        loop.run_until_complete(lease.__aexit__(None, None, None))
+        assert pool.stats().idle == 1
+    finally:
+        loop.run_until_complete(pool.close())
+        loop.close()
+
+
+async def test_close_timeout_does_not_cancel_close_hooks_already_running() -> None:
+    closed: list[Conn] = []
+
+    async def slow_close(conn: Conn) -> None:
+        await asyncio.sleep(0.05)
+        closed.append(conn)
+
+    pool = AsyncPool(Factory(), min_size=10, max_size=10, close=slow_close)
+    await pool.open()
+    await pool.close(timeout=0.01)  # shorter than any close hook: they still finish
+    assert len(closed) == 10 and pool.stats().closed == 10
+
+
+async def test_concurrent_closes_all_wait_for_the_same_completion() -> None:
+    closed: list[Conn] = []
+    release = asyncio.Event()
+
+    async def slow_close(conn: Conn) -> None:
+        await asyncio.sleep(0.02)
+        closed.append(conn)
+
+    pool = AsyncPool(Factory(), min_size=2, max_size=3, close=slow_close)
+    await pool.open()
+
+    async def hold_then_return() -> None:
+        held = await pool.get()
+        await release.wait()
+        await pool.put(held)
+
+    holder = asyncio.create_task(hold_then_return())
+    await until(lambda: pool.stats().in_use == 1)
+    closes = [asyncio.create_task(pool.close(timeout=5)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(c.done() for c in closes)  # every call waits for the object still out
+    release.set()
+    await asyncio.gather(holder, *closes)
+    assert len(closed) == 2  # the idle one and the one that came back, each after its close hook
+    await pool.close()  # a later call returns at once
+    with pytest.raises(PoolClosed):
+        await pool.get()
+
+
+async def test_cancelled_close_still_finishes_and_a_later_close_waits_for_it() -> None:
+    closed: list[Conn] = []
+
+    async def slow_close(conn: Conn) -> None:
+        await asyncio.sleep(0.05)
+        closed.append(conn)
+
+    pool = AsyncPool(Factory(), min_size=3, max_size=3, close=slow_close)
+    await pool.open()
+    first = asyncio.create_task(pool.close())
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await pool.close()
+    assert len(closed) == 3
+
+
+async def test_outage_makes_one_connect_attempt_at_a_time_and_waiters_get_the_cause() -> None:
+    factory = Factory(fail_rate=1.0)  # the backend is down: every connect is refused at once
+    async with AsyncPool(factory, max_size=10, timeout=0.6) as pool:
+        results = await asyncio.gather(*(pool.get() for _ in range(200)), return_exceptions=True)
+        # Before the backend was known to be down, one connect per waiter could start (up to
+        # max_creating = 10); after that one at a time, after a backoff: a handful in 0.6 s, not one per
+        # waiter per failure.
+        assert factory.calls <= 10 + 6, factory.calls
+        assert pool.stats().errors == factory.calls
+        for result in results:
+            assert isinstance(result, ConnectionRefusedError | PoolTimeout), result
+            if isinstance(result, PoolTimeout):
+                assert isinstance(result.__cause__, ConnectionRefusedError)
+                assert "creating new objects is failing" in str(result)
+        assert any(isinstance(r, ConnectionRefusedError) for r in results)
+        # The backend comes back: the next caller is served after the backoff, and the pool is healthy.
+        factory.fail_rate = 0.0
+        async with pool.acquire(timeout=15) as conn:
+            assert isinstance(conn, Conn)
+        a, b = await pool.get(), await pool.get()
+        assert a is not b
+        await pool.put(a)
+        await pool.put(b)
+
+
+async def test_factory_errors_keep_their_type_and_name_the_pool() -> None:
+    async with AsyncPool(Factory(fail_rate=1.0), max_size=1, name="orders-db") as pool:
+        with pytest.raises(ConnectionRefusedError) as info:
+            await pool.get()
+    notes = getattr(info.value, "__notes__", [])
+    assert any("orders-db" in n and "creating a new object" in n for n in notes), notes
+
+
+async def test_a_factorys_own_timeout_error_is_not_reported_as_create_timeout() -> None:
+    async def factory() -> Conn:
+        raise TimeoutError("connect timed out (the driver's own)")
+
+    async with AsyncPool(factory, max_size=1, create_timeout=30) as pool:
+        with pytest.raises(TimeoutError, match="the driver's own") as info:
+            await pool.get()
+        assert not isinstance(info.value, PoolTimeout)
+
+
+async def test_acquire_timeout_bounds_a_slow_check() -> None:
+    async def slow_check(conn: Conn) -> bool:
+        await asyncio.sleep(0.5)
+        return True
+
+    factory = Factory()
+    async with AsyncPool(
+        factory, max_size=1, check=slow_check, check_skip_within=0, close=close_conn
+    ) as pool:
+        async with pool.acquire():
+            pass
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(PoolTimeout, match="check"):
+            async with pool.acquire(timeout=0.05):
+                pass
+        assert loop.time() - started < 0.4  # the check took 0.5 s; the timeout said 0.05 s
+        assert pool.stats().timeouts == 1 and pool.stats().discarded == 1  # interrupted mid-check
+
+
+async def test_nested_acquire_hint_without_held_warning() -> None:
+    async with AsyncPool(Factory(), max_size=1, timeout=0.02) as pool, pool.acquire():
+        with pytest.raises(PoolTimeout, match="nested acquire"):
+            async with pool.acquire():
+                pass
+
+
+async def test_alive_must_be_callable() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        AsyncPool(Conn, alive="yes")  # type: ignore[arg-type]
+    assert info.value.name == "alive"
+
+
+def test_pool_options_name_every_asyncpool_keyword() -> None:
+    import inspect
+
+    from sanaa_async_mem.pools.pool import PoolOptions, pool_options
+
+    params = [p for p in inspect.signature(AsyncPool).parameters if p != "factory"]
+    assert list(PoolOptions.__annotations__) == params or set(PoolOptions.__annotations__) == set(params)
+    with pytest.raises(ConfigurationError) as info:
+        pool_options({"timout": 1})
+    assert info.value.name == "timout" and "timeout" in str(info.value)

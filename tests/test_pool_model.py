@@ -143,7 +143,7 @@ class PoolModel(RuleBasedStateMachine):
         holding = [c for c in self.clients if c.obj is not None]
         client = data.draw(st.sampled_from(holding))
         assert client.obj is not None
-        self.pool.mark_broken(client.obj)
+        self.pool.mark_broken(client.obj)  # the loop's thread, between two runs of the loop
 
     @precondition(lambda self: any(not c.task.done() for c in self.clients))
     @rule(data=st.data())

@@ -770,13 +770,15 @@ async def test_stats_by_purpose_count_waits_holds_errors_and_peak() -> None:
         async with manager.acquire("http"):
             pass
         db = manager.get_resource_stats("db")
-        assert (db.acquisitions, db.active, db.peak, db.waiting, db.errors) == (3, 0, 2, 0, 1)
+        # KeyError is the application's own error: the resource did not fail
+        assert (db.acquisitions, db.active, db.peak, db.waiting) == (3, 0, 2, 0)
+        assert (db.errors, db.app_errors) == (0, 1)
         assert set(db.by_purpose) == {"load user", "save"}
-        assert db.by_purpose["load user"].acquisitions == 2 and db.by_purpose["save"].errors == 1
+        assert db.by_purpose["load user"].acquisitions == 2 and db.by_purpose["save"].app_errors == 1
         assert db.wait.count == 3 and db.hold.count == 3
         assert manager.get_resource_stats("http").by_purpose[NO_PURPOSE].acquisitions == 1
         whole = manager.get_stats()
-        assert (whole.acquisitions, whole.errors, whole.active) == (4, 1, 0)
+        assert (whole.acquisitions, whole.errors, whole.app_errors, whole.active) == (4, 0, 1, 0)
         assert list(whole.resources) == ["db", "http"]
         json.dumps(whole.as_dict())  # plain numbers only
 
@@ -858,7 +860,7 @@ async def test_thread_acquire_errors_are_raised_in_the_thread() -> None:
         with pytest.raises(ValueError):
             await asyncio.to_thread(failing)
         stats = manager.get_resource_stats("a")
-        assert stats.by_purpose["job"].errors == 1 and stats.active == 0 and stats.timeouts == 1
+        assert stats.by_purpose["job"].app_errors == 1 and stats.active == 0 and stats.timeouts == 1
 
 
 async def test_thread_api_on_the_loop_thread_or_before_use_is_refused() -> None:
@@ -936,3 +938,82 @@ async def test_manager_used_from_another_loop_is_refused() -> None:
 
         with pytest.raises(ResourceError, match="bound to the event loop"):
             await asyncio.to_thread(other_loop)
+
+
+# ------------------------------------------------------------------------- faults: budgets, timeouts
+
+
+async def test_close_budget_running_out_does_not_cancel_close_hooks() -> None:
+    closed: list[Conn] = []
+
+    async def slow_close(conn: Conn) -> None:
+        await asyncio.sleep(0.05)
+        closed.append(conn)
+
+    factory = Factory()
+    manager = ResourceManager()
+    manager.register_factory("db", factory, min_size=5, max_size=5, close=slow_close)
+    async with manager.acquire("db"):  # opens the pool, which pre-warms five connections
+        await until(lambda: len(factory.made) == 5)
+    await manager.close(timeout=0.01)
+    assert len(closed) == 5
+
+
+async def test_the_managers_timeout_applies_to_pools_it_builds() -> None:
+    async with ResourceManager(timeout=0.05) as manager:
+        manager.register_factory("db", Factory(), max_size=1)
+        manager.register_resource("legacy", factory=Factory(), pool_options={"max_size": 1})
+        for name in ("db", "legacy"):
+            async with manager.acquire(name):
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                with pytest.raises(PoolTimeout, match="nested acquire"):
+                    async with manager.acquire(name):  # nested: would deadlock; times out instead
+                        pass
+                assert loop.time() - started < 2.0  # the manager's 0.05 s, not the pool's own 30 s
+        # An explicit pool timeout still wins.
+        manager.register_factory("slow", Factory(), max_size=1, timeout=7)
+        pool = manager.get_pool("slow")
+        assert pool is not None and pool._timeout == 7
+
+
+async def test_application_errors_inside_the_block_are_not_resource_failures() -> None:
+    class Conflict(Exception):  # e.g. HTTPException(409) raised while holding a connection
+        pass
+
+    async with ResourceManager() as manager:
+        manager.register_factory("db", Factory(), discard_on=(ConnectionError,))
+        manager.register_resource("api", object(), failures=(ConnectionError,))
+        for name in ("db", "api"):
+            with pytest.raises(Conflict):
+                async with manager.acquire(name, "save"):
+                    raise Conflict
+            with pytest.raises(ConnectionError):
+                async with manager.acquire(name, "save"):
+                    raise ConnectionError("backend gone")
+            stats = manager.get_resource_stats(name)
+            assert (stats.errors, stats.app_errors) == (1, 1), stats
+            assert (stats.by_purpose["save"].errors, stats.by_purpose["save"].app_errors) == (1, 1)
+            assert stats.as_dict()["app_errors"] == 1
+        whole = manager.stats()
+        assert (whole.errors, whole.app_errors) == (2, 2)
+
+
+async def test_a_backends_error_keeps_its_type_and_names_the_resource() -> None:
+    async def refuse() -> Conn:
+        raise ConnectionRefusedError("[Errno 111] Connect call failed ('127.0.0.1', 1)")
+
+    async with ResourceManager() as manager:
+        manager.register_factory("orders", refuse, max_size=1)
+        with pytest.raises(ConnectionRefusedError) as info:
+            async with manager.acquire("orders", "load order"):
+                pass
+    notes = " | ".join(getattr(info.value, "__notes__", []))
+    assert "resource 'orders' (purpose 'load order')" in notes and "pool 'orders'" in notes, notes
+
+
+async def test_bad_failures_argument_is_a_configuration_error() -> None:
+    async with ResourceManager() as manager:
+        with pytest.raises(ConfigurationError) as info:
+            manager.register_resource("api", object(), failures=ConnectionError)  # type: ignore[arg-type]
+        assert info.value.name == "failures" and manager.names == ()

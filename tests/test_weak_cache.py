@@ -362,3 +362,21 @@ def test_threads_putting_getting_and_dropping_values_keep_counts_consistent() ->
     for key in list(cache._data):
         assert cache._data[key]() is not None
     assert len(cache) == sum(1 for key in list(cache._data) if key in cache)
+
+
+def test_stats_is_a_frozen_view_and_get_stats_its_dict() -> None:
+    import dataclasses
+
+    class Value:
+        pass
+
+    cache: WeakReferenceCache[str, Value] = WeakReferenceCache(name="users")
+    kept = Value()
+    cache.put("a", kept)
+    cache.get("a")
+    cache.get("b")
+    stats = cache.stats()
+    assert (stats.name, stats.size, stats.hits, stats.misses, stats.hit_ratio) == ("users", 1, 1, 1, 0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.size = 0  # type: ignore[misc]
+    assert stats.as_dict() == cache.get_stats()

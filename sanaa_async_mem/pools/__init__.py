@@ -1,5 +1,6 @@
 """Pools: the wait queue, :class:`AsyncPool` on it, keyed object reuse and weak caches.
 
+* :class:`WaitQueue`: the FIFO of waiters with deadlines and direct hand-off that every wait uses;
 * :class:`AsyncPool`: expensive objects (connections, sessions) handed out fairly, with awaitable,
   time-limited, cancellation-safe acquire;
 * :class:`MemoryPool` / :func:`create_large_object_pool`: keyed reuse of objects that are costly to build;
@@ -9,15 +10,19 @@
 from __future__ import annotations
 
 from .keyed import MemoryPool, MemoryPoolLease, MemoryPoolStats, create_large_object_pool
-from .pool import AsyncPool, PoolStats
-from .weak_cache import WeakReferenceCache
+from .pool import AsyncPool, PoolOptions, PoolStats
+from .waitqueue import WaitQueue
+from .weak_cache import WeakCacheStats, WeakReferenceCache
 
 __all__ = [
     "AsyncPool",
     "MemoryPool",
     "MemoryPoolLease",
     "MemoryPoolStats",
+    "PoolOptions",
     "PoolStats",
+    "WaitQueue",
+    "WeakCacheStats",
     "WeakReferenceCache",
     "create_large_object_pool",
 ]

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Generic, TypeVar, cast, overload
 
 from .._hooks import require_callable
@@ -64,15 +64,21 @@ def _checked(name: str, value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MemoryPoolStats:
-    """A point-in-time view of a :class:`MemoryPool` (what :meth:`MemoryPool.get_stats` returns, frozen).
+    """A snapshot of a :class:`MemoryPool` (counters only grow).
 
-    ``size`` is idle objects (all keys); the counters only grow (see :meth:`MemoryPool.get_stats`).
+    ``size`` (idle objects, all keys), ``size_per_key`` (``{key: idle objects}``, keys with at least
+    one), ``keys`` (how many such keys); ``hits`` and ``misses`` (lookups by get/aget/lease that found an
+    idle object, or not), ``hit_ratio`` (0.0 before any lookup); ``creates`` and ``create_failures``
+    (factory calls), ``adopted`` (objects of cancelled callers' factories, pooled); ``puts`` (objects that
+    entered the pool), ``evictions`` (dropped to make room), ``trimmed`` (dropped by trim/clear),
+    ``reset_failures``, ``dispose_failures``.
     """
 
     name: str
     max_size: int
     max_per_key: int | None
     size: int
+    size_per_key: Mapping[Any, int]
     keys: int
     hits: int
     misses: int
@@ -91,8 +97,9 @@ class MemoryPoolStats:
         return self.hits / lookups if lookups else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain numbers with stable keys (JSON-serialisable), ``hit_ratio`` included."""
-        out = dataclasses.asdict(self)
+        """Plain values with stable keys (``size_per_key`` as a dict)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["size_per_key"] = dict(self.size_per_key)
         out["hit_ratio"] = self.hit_ratio
         return out
 
@@ -549,14 +556,17 @@ class MemoryPool(Generic[K, T]):
     # -- statistics ----------------------------------------------------------------------------------------
 
     def stats(self) -> MemoryPoolStats:
-        """The counters and sizes of :meth:`get_stats` as a frozen object (safe from any thread)."""
+        """A frozen snapshot of the pool's sizes and counters (see :class:`MemoryPoolStats`); safe from any
+        thread."""
         with self._lock:
+            size_per_key = {k: len(dq) for k, dq in self._idle.items() if dq}
             return MemoryPoolStats(
                 name=self._name,
                 max_size=self._max_size,
                 max_per_key=self._max_per_key,
                 size=len(self._order),
-                keys=sum(1 for dq in self._idle.values() if dq),
+                size_per_key=MappingProxyType(size_per_key),
+                keys=len(size_per_key),
                 hits=self._hits,
                 misses=self._misses,
                 creates=self._creates,
@@ -569,46 +579,16 @@ class MemoryPool(Generic[K, T]):
                 dispose_failures=self._dispose_failures,
             )
 
+    def get_stats(self) -> dict[str, Any]:
+        """:meth:`stats` as a plain dict with stable keys (the original name of the call)."""
+        return self.stats().as_dict()
+
     def trim_idle(self, older_than: float | None = None) -> int:
         """Dispose of idle objects unused for more than ``older_than`` seconds (all of them when None), the
         same verb as :meth:`AsyncPool.trim_idle`. Returns how many were removed."""
         if older_than is None:
             return self.trim(keep=0)
         return self.trim(older_than=older_than)
-
-    def get_stats(self) -> dict[str, Any]:
-        """A plain dict with stable keys (a snapshot; counters only grow):
-
-        ``name``, ``max_size``, ``max_per_key``; ``size`` (idle objects, all keys), ``size_per_key``
-        (``{key: idle objects}``, keys with at least one), ``keys`` (how many such keys); ``hits`` and
-        ``misses`` (lookups by get/aget/lease that found an idle object, or not), ``hit_ratio`` (0.0 before
-        any lookup); ``creates`` and ``create_failures`` (factory calls), ``adopted`` (objects of cancelled
-        callers' factories, pooled); ``puts`` (objects that entered the pool), ``evictions`` (dropped to make
-        room), ``trimmed`` (dropped by trim/clear), ``reset_failures``, ``dispose_failures``.
-        """
-        with self._lock:
-            size_per_key = {k: len(dq) for k, dq in self._idle.items() if dq}
-            stats: dict[str, Any] = {
-                "name": self._name,
-                "max_size": self._max_size,
-                "max_per_key": self._max_per_key,
-                "size": len(self._order),
-                "size_per_key": size_per_key,
-                "keys": len(size_per_key),
-                "hits": self._hits,
-                "misses": self._misses,
-                "creates": self._creates,
-                "create_failures": self._create_failures,
-                "adopted": self._adopted,
-                "puts": self._puts,
-                "evictions": self._evictions,
-                "trimmed": self._trimmed,
-                "reset_failures": self._reset_failures,
-                "dispose_failures": self._dispose_failures,
-            }
-        lookups = stats["hits"] + stats["misses"]
-        stats["hit_ratio"] = stats["hits"] / lookups if lookups else 0.0
-        return stats
 
 
 class MemoryPoolLease(Generic[K, T]):
@@ -702,4 +682,4 @@ def create_large_object_pool(
     return pool
 
 
-__all__ = ["MemoryPool", "MemoryPoolLease", "create_large_object_pool"]
+__all__ = ["MemoryPool", "MemoryPoolLease", "MemoryPoolStats", "create_large_object_pool"]

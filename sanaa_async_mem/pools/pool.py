@@ -70,7 +70,7 @@ from ..errors import ConfigurationError, PoolClosed, PoolError, PoolExhausted, P
 from ._tasks import TaskSet
 from .waitqueue import WaitQueue
 
-__all__ = ["AsyncPool", "PoolOptions", "PoolStats", "merge_snapshots", "pool_options"]
+__all__ = ["AsyncPool", "PoolOptions", "PoolSettings", "PoolStats", "merge_snapshots", "pool_options"]
 
 T = TypeVar("T")
 
@@ -96,6 +96,9 @@ _INF = float("inf")
 # When creating objects fails, retries back off exponentially between these bounds (seconds, with jitter).
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 10.0
+# ... but while callers wait, one attempt at least this often: they are better served by a quick recovery
+# than by a quiet backend (one connect per second per pool is not a storm).
+_BACKOFF_MAX_WAITING = 1.0
 
 # Buffered wait/use samples are folded into their histograms when this many are pending (or on stats()).
 _FOLD_AT = 256
@@ -108,16 +111,15 @@ class _Entry(Generic[T]):
     """One pooled object and what the pool knows about it."""
 
     __slots__ = (
-        "acquired_at",
         "broken",
         "created_at",
         "expires_at",
         "held_handle",
         "holder",
         "key",
-        "last_used",
         "lease",
         "obj",
+        "since",
         "stack",
     )
 
@@ -126,8 +128,9 @@ class _Entry(Generic[T]):
         self.key = id(obj)  # unique among live objects, and the pool holds every one of its objects
         self.created_at = now
         self.expires_at = expires_at  # the one reusability test: see _reusable
-        self.last_used = now
-        self.acquired_at = now  # the last hand-over (a waiter's wait ends there)
+        # When it was last handed out (held: held since; handed to a waiter: its wait ends there) or given
+        # back (idle: idle since). One stamp for both, so a release writes one clock value, not two.
+        self.since = now
         self.lease = 0  # hand-outs so far: tells a stale lease from the current one
         self.broken = False
         self.holder: asyncio.Task[Any] | None = None  # the task holding it; None when not held
@@ -160,10 +163,8 @@ def merge_snapshots(snapshots: list[HistogramSnapshot]) -> HistogramSnapshot:
     )
 
 
-class PoolOptions(TypedDict, total=False):
-    """The keyword options of :class:`AsyncPool` (all but ``factory``), for functions that build pools
-    (the adapters, ``ResourceManager.register_factory``) and pass them on. See :class:`AsyncPool` for
-    what each means."""
+class PoolSettings(TypedDict, total=False):
+    """The keyword options of :class:`AsyncPool` other than its hooks (see :class:`PoolOptions`)."""
 
     name: str | None
     min_size: int
@@ -176,26 +177,38 @@ class PoolOptions(TypedDict, total=False):
     max_lifetime: float | None
     lifetime_jitter: float
     max_idle: float | None
-    check: Callable[[Any], Any] | None
     check_skip_within: float
+    held_warning: float | None
+    maintenance_interval: float
+
+
+class PoolOptions(PoolSettings, total=False):
+    """The keyword options of :class:`AsyncPool` (all but ``factory``), for functions that build pools
+    (the adapters, ``ResourceManager.register_factory``) and pass them on. See :class:`AsyncPool` for
+    what each means."""
+
+    check: Callable[[Any], Any] | None
+    alive: Callable[[Any], bool] | None
     reset: Callable[[Any], Any] | None
     close: Callable[[Any], Any] | None
     discard_on: tuple[type[BaseException], ...]
-    held_warning: float | None
-    maintenance_interval: float
 
 
 def pool_options(options: dict[str, Any], param: str | None = None) -> dict[str, Any]:
     """``options`` checked against :class:`PoolOptions`: an unknown key raises ConfigurationError naming
     it (or ``param``, the argument that carried it), with the known ones; values are checked by AsyncPool."""
-    unknown = sorted(set(options) - set(PoolOptions.__annotations__))
+    names = _OPTION_NAMES
+    unknown = sorted(set(options) - set(names))
     if unknown:
-        known = ", ".join(PoolOptions.__annotations__)
+        known = ", ".join(names)
         if param is not None:
             raise ConfigurationError(param, options, f"unknown AsyncPool option(s) {unknown}; known: {known}")
         first = unknown[0]
         raise ConfigurationError(first, options[first], f"is not an AsyncPool option; known: {known}")
     return options
+
+
+_OPTION_NAMES: tuple[str, ...] = tuple(PoolOptions.__annotations__)  # (includes the inherited ones)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -272,27 +285,29 @@ class _Lease(Generic[T]):
         if idle and pool._plain_acquire:
             # The uncontended acquire of a pool without check, lifetime or held_warning: nothing to test.
             entry = idle.pop()
-            entry.acquired_at = _clock()
+            entry.since = _clock()
             entry.lease += 1
             entry.holder = task
             self._entry = entry
             self._lease = entry.lease
             return entry.obj
-        deadline = pool._time() + (pool._timeout if self._timeout is None else self._timeout)
+        timeout = pool._timeout if self._timeout is None else self._timeout
+        started = _clock()
+        # On asyncio's loops the loop's clock is this same clock: one read serves both.
+        deadline = (started if pool._time is _clock else pool._time()) + timeout
         while True:
             if idle:
                 entry = idle.pop()
                 now = _clock()
                 if pool._screening and not await pool._screen(entry, now, deadline):
                     continue  # it was dropped; try the next one (or wait)
-                entry.acquired_at = now
+                entry.since = now
                 break
             if not pool._is_open:
                 raise pool._not_open_error()
             queue = pool._queue
             if pool._max_waiting and queue.waiting >= pool._max_waiting:
                 raise pool._exhausted()
-            started = _clock()
             fut = queue.park(deadline)
             if len(pool._entries) + pool._creating < pool._max_size:  # else _grow has nothing to do
                 pool._grow()
@@ -301,10 +316,10 @@ class _Lease(Generic[T]):
             except BaseException as exc:
                 pool._abandon(fut, exc, task)
                 raise
-            # Whoever handed the entry over stamped acquired_at with the hand-over time: the wait ends
+            # Whoever handed the entry over stamped `since` with the hand-over time: the wait ends
             # there (what follows is the loop's own lag, measured by LoopLagMonitor). Objects handed
             # over were just released or made: they need no screening.
-            pool._waits.append(entry.acquired_at - started)  # folded into the histogram in bulk
+            pool._waits.append(entry.since - started)  # folded into the histogram in bulk
             break
         entry.lease += 1
         entry.holder = task
@@ -333,16 +348,13 @@ class _Lease(Generic[T]):
             if entry.expires_at > now:  # _reusable
                 # _take_back and _give for a pool without reset hook or held_warning, written out.
                 uses = pool._uses
-                uses.append(now - entry.acquired_at)
+                uses.append(now - entry.since)
                 if len(uses) >= _FOLD_AT:
                     pool._fold_samples()
-                entry.last_used = now
+                entry.since = now  # idle since, or the hand-over time (see __aenter__)
                 queue = pool._queue
-                if queue.waiting:
-                    entry.acquired_at = now  # the hand-over time (see __aenter__)
-                    if queue.hand(entry):
-                        return
-                pool._idle.append(entry)
+                if not (queue.waiting and queue.hand(entry)):
+                    pool._idle.append(entry)
                 return
         resetting = pool._take_back(entry, exc is not None and isinstance(exc, pool._discard_on))
         if resetting is not None:
@@ -360,7 +372,14 @@ class AsyncPool(Generic[T]):
     check
         ``check(obj)`` (sync or async) runs before an idle object is handed out, unless the object was
         used in the last ``check_skip_within`` seconds. Returning ``False`` or raising discards the object
-        and the caller gets another one.
+        and the caller gets another one. The check counts against the caller's timeout: an acquire whose
+        deadline passes during a check raises :class:`PoolTimeout` (and the object, interrupted
+        mid-check, is discarded).
+    alive
+        ``alive(obj) -> bool``: a cheap synchronous test with no I/O (e.g. asyncpg's ``not
+        conn.is_closed()``), run on every idle object before it is handed out, also when ``check`` is
+        skipped. False (or raising) discards the object and the caller gets another one. It catches
+        connections the server closed while they sat idle, which ``check_skip_within`` would let through.
     reset
         ``reset(obj)`` runs when an object comes back. Raising (or exceeding ``hook_timeout``) discards it.
         It is called inline; if it returns an awaitable, that is awaited in a task of its own, shielded
@@ -410,6 +429,7 @@ class AsyncPool(Generic[T]):
         max_idle: float | None = None,
         check: Callable[[T], Any] | None = None,
         check_skip_within: float = 0.5,
+        alive: Callable[[T], bool] | None = None,
         reset: Callable[[T], Any] | None = None,
         close: Callable[[T], Any] | None = None,
         discard_on: tuple[type[BaseException], ...] = (),
@@ -417,7 +437,7 @@ class AsyncPool(Generic[T]):
         maintenance_interval: float = 1.0,
     ) -> None:
         require_callable("factory", factory, allow_none=False)
-        for hook_name, hook in (("check", check), ("reset", reset), ("close", close)):
+        for hook_name, hook in (("check", check), ("alive", alive), ("reset", reset), ("close", close)):
             require_callable(hook_name, hook)
         self._max_size = config.positive_int("max_size", max_size)
         self._min_size = config.positive_int("min_size", min_size, minimum=0)
@@ -447,12 +467,14 @@ class AsyncPool(Generic[T]):
 
         self._factory = factory
         self._check = check
+        self._alive = alive
         self._reset = reset
         self._close = close
         self._discard_on = discard_on
         self._name = name or f"pool-{id(self):x}"
         # What the lease may skip (it writes out the common cases; see _Lease).
-        self._screening = check is not None or max_lifetime is not None  # idle objects need _screen
+        # idle objects need _screen
+        self._screening = check is not None or alive is not None or max_lifetime is not None
         self._plain_acquire = not self._screening and held_warning is None
         self._plain_release = reset is None and held_warning is None
 
@@ -461,14 +483,21 @@ class AsyncPool(Generic[T]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         # The loop's clock, for deadlines and timers (set by open()).
-        self._time: Callable[[], float] = time.monotonic
+        self._time: Callable[[], float] = _clock
         self._queue: WaitQueue[_Entry[T]] = cast("WaitQueue[_Entry[T]]", None)  # made by open()
         self._entries: dict[int, _Entry[T]] = {}  # every object the pool owns, by id
         self._idle: deque[_Entry[T]] = deque()
         self._creating = 0
         self._returning = 0
+        # While creating objects fails (the backend is down), _failure is the last error: one factory call
+        # at a time, not before _retry_at (loop time), backing off from _backoff_min to _backoff_max.
+        self._failure: BaseException | None = None
+        self._backoff_min = _BACKOFF_MIN
+        self._backoff_max = _BACKOFF_MAX
         self._backoff = _BACKOFF_MIN
-        self._refill_after = 0.0  # loop time before which a failed background refill is not retried
+        self._retry_at = 0.0
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._tasks = TaskSet()  # every background task (create, reset, close)
         self._creations: set[asyncio.Task[Any]] = set()  # the factory calls among them
         self._housekeeper: asyncio.Task[None] | None = None
@@ -562,15 +591,27 @@ class AsyncPool(Generic[T]):
     async def put(self, obj: T, *, discard: bool = False) -> None:
         """Give back an object taken with :meth:`get`; ``discard=True`` drops it (e.g. it is broken).
 
-        Raises :class:`PoolError` (and changes nothing) for an object that did not come from this pool
-        or was already returned. If the pool has a ``reset`` hook, the reset runs shielded: cancelling
+        The calling task must be the one that took the object: the hand-out is tracked by task, so a stale
+        ``put()`` (after the object went back and another task took it) can never return an object its
+        current holder still uses. Raises :class:`PoolError` (and changes nothing) for an object that did
+        not come from this pool, was already returned, or is held by another task, and for a call from
+        another thread or event loop. If the pool has a ``reset`` hook, the reset runs shielded: cancelling
         this call does not stop the object from coming back.
         """
+        self._require_loop("put")
         entry = self._entries.get(id(obj))
         if entry is None or entry.obj is not obj or entry.holder is None:
             raise PoolError(
                 f"{self._name}: put() of an object that is not checked out from this pool "
                 f"(never acquired here, or already returned): {obj!r}"
+            )
+        if entry.holder is not asyncio.current_task():
+            # The object went back and out again since this caller took it: it belongs to another task.
+            raise PoolError(
+                f"{self._name}: put() of an object held by task {entry.holder.get_name()!r}, not by the "
+                f"calling task: only the task that took it with get() gives it back (a stale second "
+                f"put()?). To return an object from another task, use 'async with pool.acquire()', whose "
+                f"exit may run in any task"
             )
         entry.holder = None
         resetting = self._take_back(entry, discard)
@@ -579,6 +620,7 @@ class AsyncPool(Generic[T]):
 
     def mark_broken(self, obj: T) -> None:
         """Say that a checked-out object is broken: it is closed instead of reused when it comes back."""
+        self._require_loop("mark_broken")
         entry = self._entries.get(id(obj))
         if entry is None or entry.obj is not obj or entry.holder is None:
             raise PoolError(f"{self._name}: mark_broken() of an object that is not checked out: {obj!r}")
@@ -623,22 +665,46 @@ class AsyncPool(Generic[T]):
                 raise failure
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Close the pool: waiters get :class:`PoolClosed`, idle objects are closed, checked-out ones are
-        closed when they come back. Waits up to ``timeout`` seconds for them, then logs which are still out
-        (with the acquiring stack when ``held_warning`` is set) and returns. Idempotent. Cancelling this
-        call leaves the pool closed; objects still out are closed when they return.
+        """Close the pool and wait until it is closed. Idempotent.
+
+        At once: waiters get :class:`PoolClosed`, nothing more is handed out, factory calls in flight are
+        cancelled and idle objects start closing. Then this waits up to ``timeout`` seconds for checked-out
+        objects to come back (each is closed as it does); those still out after that are logged (with the
+        acquiring stack when ``held_warning`` is set) and closed whenever they come back. Close hooks and
+        resets already running are never cancelled: the call returns once they have finished, each
+        bounded by ``hook_timeout``, so it takes at most about ``timeout + hook_timeout``.
+
+        Every call, concurrent or later, waits for that same completion (a later ``timeout`` changes
+        nothing). Cancelling a caller does not stop the close. From another thread or event loop:
+        :class:`PoolError`.
         """
         config.seconds("timeout", timeout)
-        if self._state == _CLOSED:
-            return
-        was_open = self._state == _OPEN
+        closing = self._closing
+        if closing is None:
+            if self._state != _OPEN:  # never opened (or closed before it was): nothing to wait for
+                self._state = _CLOSED
+                self._is_open = False
+                return
+            self._require_loop("close")
+            self._shut_down()
+            assert self._loop is not None
+            closing = self._closing = self._loop.create_task(
+                self._finish_closing(timeout), name=f"{self._name}-close"
+            )
+        elif not closing.done():
+            self._require_loop("close")
+        await asyncio.shield(closing)
+
+    def _shut_down(self) -> None:
+        """The synchronous half of close(): from here on nothing is handed out or made."""
         self._state = _CLOSED
         self._is_open = False
-        if not was_open:
-            return
         for entry in list(self._entries.values()):
             entry.expires_at = -_INF  # whatever comes back now is closed, not reused
         self._queue.fail_all(lambda: PoolClosed(f"{self._name} was closed while waiting"))
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         # Nobody will use what is being made now; a factory call interrupted here owns its half-made object.
@@ -646,19 +712,20 @@ class AsyncPool(Generic[T]):
             task.cancel()
         while self._idle:
             self._discard(self._idle.pop(), counted_as=None)
+
+    async def _finish_closing(self, timeout: float) -> None:
         if self._entries or self._creating:
             self._all_back = asyncio.Event()
             try:
                 await asyncio.wait_for(self._all_back.wait(), timeout)
             except TimeoutError:
                 self._log_still_out(timeout)
-        pending = self._tasks.pending()
         if self._housekeeper is not None:
-            pending.append(self._housekeeper)
-        if pending:
-            _done, not_done = await asyncio.wait(pending, timeout=max(timeout, 0.001))
-            for task in not_done:
-                task.cancel()
+            await asyncio.wait([self._housekeeper])
+        # Close hooks and resets already running finish (each within hook_timeout); a reset finishing now
+        # starts the object's close hook, so wait until no task is left.
+        while pending := self._tasks.pending():
+            await asyncio.wait(pending)
 
     async def drain(self) -> None:
         """Replace every object (e.g. after a database failover): idle ones are closed now, checked-out
@@ -670,6 +737,7 @@ class AsyncPool(Generic[T]):
 
     def expire_all(self) -> None:
         """Mark every current object for replacement without waiting (see :meth:`drain`)."""
+        self._require_loop("expire_all")
         for entry in list(self._entries.values()):
             entry.expires_at = -_INF
         while self._idle:
@@ -682,9 +750,10 @@ class AsyncPool(Generic[T]):
         memory pressure; objects checked out are not touched."""
         if older_than is not None:
             config.seconds("older_than", older_than)
+        self._require_loop("trim_idle")
         now = _clock()
         return self._drop_idle(
-            lambda entry, surplus: surplus > 0 and (older_than is None or now - entry.last_used >= older_than)
+            lambda entry, surplus: surplus > 0 and (older_than is None or now - entry.since >= older_than)
         )
 
     def stats(self) -> PoolStats:
@@ -757,8 +826,33 @@ class AsyncPool(Generic[T]):
         self._thread = _get_ident()
         # asyncio's loops run on time.monotonic (BaseEventLoop.time returns it): the same clock without the
         # method call. Any other loop (uvloop) has its own clock, which its timers run on.
-        self._time = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self._time = _clock if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         self._queue = WaitQueue(loop, self._timed_out)
+
+    def _require_loop(self, what: str) -> None:
+        """Refuse a call from another thread or event loop (it would change the pool behind its loop's
+        back: a waiter there would resume only when something else woke that loop)."""
+        loop = self._loop
+        if loop is None:
+            return  # never opened: nothing is bound yet
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return
+        # The loop's own thread between two runs of the loop (nothing can interleave) is fine too.
+        same_thread = _get_ident() == self._thread
+        if running is None and same_thread and not loop.is_closed():
+            return
+        where = "another thread" if not same_thread else "another event loop"
+        if running is None and same_thread:
+            where = "after its event loop was closed"
+        raise PoolError(
+            f"{self._name}.{what}() called from {where}: a pool is used only on the event loop it was "
+            f"opened on ({loop!r}); from other threads use ResourceManager.acquire_from_thread() "
+            f"or hand the call to the loop (loop.call_soon_threadsafe, asyncio.run_coroutine_threadsafe)"
+        )
 
     def _calling_task(self) -> asyncio.Task[Any]:
         """The task calling into the pool, or PoolError (not open, another loop or thread, no task)."""
@@ -777,10 +871,24 @@ class AsyncPool(Generic[T]):
         if entry.expires_at <= now:
             self._discard(entry, counted_as="expired")
             return False
+        alive = self._alive
+        if alive is not None:
+            try:
+                ok = bool(alive(entry.obj))
+            except Exception:
+                ok = False
+            if not ok:
+                log.info(
+                    "%s: idle object found dead, discarding it",
+                    self._name,
+                    extra={"sanaa_pool": self._name, "sanaa_event": "found_dead"},
+                )
+                self._discard(entry, counted_as="discarded")
+                return False
         # Checked when idle for _check_after (inf without a check hook: one comparison either way);
         # fresh objects (never handed out) are not checked: the factory just made them.
-        if entry.lease and now - entry.last_used >= self._check_after:
-            return await self._run_check(entry)
+        if entry.lease and now - entry.since >= self._check_after:
+            return await self._run_check(entry, deadline)
         return True
 
     def _exhausted(self) -> PoolExhausted:
@@ -801,36 +909,59 @@ class AsyncPool(Generic[T]):
     def _timed_out(self) -> PoolTimeout:
         """The error of a waiter whose deadline passed (called by the wait queue)."""
         self._n_timeouts += 1
-        return PoolTimeout(
+        message = (
             f"{self._name}: no object became available in time (size {self._size()}/{self._max_size}, "
             f"{self._in_use()} in use, {self._queue.waiting} still waiting)"
         )
+        failure = self._failure
+        if failure is None:
+            return PoolTimeout(message)
+        # Told the real cause: creating a new object is failing (the backend is down or refusing).
+        error = PoolTimeout(f"{message}; creating new objects is failing: {failure!r}")
+        error.__cause__ = failure
+        return error
 
     def _held_by(self, task: asyncio.Task[Any]) -> bool:
-        return self._held_warning is not None and any(e.holder is task for e in self._entries.values())
+        return any(e.holder is task for e in self._entries.values())
 
-    async def _run_check(self, entry: _Entry[T]) -> bool:
-        """Run the check hook on an entry the caller already took; False means it was discarded."""
+    async def _run_check(self, entry: _Entry[T], deadline: float) -> bool:
+        """Run the check hook on an entry the caller already took; False means it was discarded.
+        The check ends by the acquire's ``deadline`` (PoolTimeout) or after hook_timeout (failed)."""
         assert self._check is not None
+        hook_deadline = self._time() + self._hook_timeout
+        limit = asyncio.timeout_at(min(deadline, hook_deadline))
         try:
-            async with asyncio.timeout(self._hook_timeout):
+            async with limit:
                 ok = await _call(self._check, entry.obj)
         except asyncio.CancelledError:
             # An interrupted check may leave the object mid-conversation: never reuse it.
             self._discard(entry, counted_as="discarded")
             raise
+        except TimeoutError as exc:
+            if not (limit.expired() and deadline < hook_deadline):
+                return self._check_failed(entry, exc)
+            # The caller's time is up, mid-check: the object's state is unknown, so it goes too.
+            self._discard(entry, counted_as="discarded")
+            self._n_timeouts += 1
+            raise PoolTimeout(
+                f"{self._name}: the acquire's timeout passed while the check of an idle object was running"
+            ) from None
         except Exception as exc:
-            log.info(
-                "%s: check failed, discarding object: %r",
-                self._name,
-                exc,
-                extra={"sanaa_pool": self._name, "sanaa_event": "check_failed"},
-            )
-            ok = False
+            return self._check_failed(entry, exc)
         if ok is False:
             self._discard(entry, counted_as="discarded")
             return False
         return True
+
+    def _check_failed(self, entry: _Entry[T], exc: Exception) -> bool:
+        log.info(
+            "%s: check failed, discarding object: %r",
+            self._name,
+            exc,
+            extra={"sanaa_pool": self._name, "sanaa_event": "check_failed"},
+        )
+        self._discard(entry, counted_as="discarded")
+        return False
 
     def _watch_holding(self, entry: _Entry[T]) -> None:
         assert self._loop is not None and self._held_warning is not None
@@ -852,7 +983,7 @@ class AsyncPool(Generic[T]):
             extra={
                 "sanaa_pool": self._name,
                 "sanaa_event": "held_too_long",
-                "sanaa_held_seconds": _clock() - entry.acquired_at,
+                "sanaa_held_seconds": _clock() - entry.since,
                 "sanaa_task": holder,
             },
         )
@@ -868,7 +999,7 @@ class AsyncPool(Generic[T]):
         """
         now = _clock()
         uses = self._uses
-        uses.append(now - entry.acquired_at)
+        uses.append(now - entry.since)
         if len(uses) >= _FOLD_AT:
             self._fold_samples()
         if entry.held_handle is not None:
@@ -889,17 +1020,16 @@ class AsyncPool(Generic[T]):
                 return None
             if pending is not None and inspect.isawaitable(pending):
                 return self._reset_in_task(entry, pending)
-        entry.last_used = now
         self._give(entry, now)
         return None
 
     def _give(self, entry: _Entry[T], now: float) -> None:
         """Hand a free entry to the oldest live waiter (stamping the hand-over time ``now`` as its
-        ``acquired_at``), keep it idle if nobody waits, or drop it if it may not be reused."""
+        ``since``), keep it idle (since ``now``) if nobody waits, or drop it if it may not be reused."""
         if not _reusable(entry, now):
             self._drop(entry, discard=False)
             return
-        entry.acquired_at = now
+        entry.since = now
         queue = self._queue
         if not (queue.waiting and queue.hand(entry)):
             self._idle.append(entry)
@@ -942,7 +1072,6 @@ class AsyncPool(Generic[T]):
             ok = True
         now = _clock()
         if ok:
-            entry.last_used = now
             self._give(entry, now)
         else:
             self._drop(entry, discard=True)
@@ -966,18 +1095,43 @@ class AsyncPool(Generic[T]):
         return len(self._entries) - len(self._idle) - self._returning
 
     def _grow(self) -> None:
-        """Start factory calls for waiters that no in-flight creation will serve, and to keep min_size."""
+        """Start factory calls for waiters that no creation in flight will serve, and to keep min_size.
+
+        While creating is failing (``_failure``), one call at a time and not before the backoff ends: an
+        outage costs a few connection attempts per pool, not one per waiter. The backoff doubles from
+        0.1 s up to 10 s, or up to 1 s while callers wait.
+        """
         if not self._is_open:
             return
+        size = self._size()
         waiting = self._queue.waiting
-        while self._creating < self._max_creating:
-            size = self._size()
-            if size >= self._max_size:
+        if self._failure is not None:
+            if self._creating or size >= self._max_size or not (waiting or size < self._min_size):
                 return
-            refill = size < self._min_size and self._time() >= self._refill_after
-            if waiting <= self._creating and not refill:
+            now = self._time()
+            if waiting and self._retry_at - now > _BACKOFF_MAX_WAITING:
+                self._retry_at = now + _BACKOFF_MAX_WAITING * (0.5 + random.random() / 2)
+                if self._retry_timer is not None:
+                    self._retry_timer.cancel()
+                    self._retry_timer = None
+            if now < self._retry_at:
+                if self._retry_timer is None:
+                    assert self._loop is not None
+                    self._retry_timer = self._loop.call_at(self._retry_at, self._retry)
                 return
             self._start_create()
+            return
+        while (
+            self._creating < self._max_creating
+            and size < self._max_size
+            and (waiting > self._creating or size < self._min_size)
+        ):
+            self._start_create()
+            size += 1
+
+    def _retry(self) -> None:
+        self._retry_timer = None
+        self._grow()
 
     def _discard(self, entry: _Entry[T], counted_as: str | None) -> None:
         """Drop an entry that is neither idle nor held: close it in the background, free its slot."""
@@ -1051,7 +1205,8 @@ class AsyncPool(Generic[T]):
         now = _clock()
         self._n_created += 1
         self._create_hist.record(took)
-        self._backoff = _BACKOFF_MIN
+        self._failure = None  # creating works (again)
+        self._backoff = self._backoff_min
         lifetime = self._max_lifetime
         expires = _INF
         if lifetime is not None:
@@ -1060,15 +1215,30 @@ class AsyncPool(Generic[T]):
         self._entries[entry.key] = entry
         if self._is_open:
             self._give(entry, now)
+            if self._queue.waiting > self._creating:
+                self._grow()  # after an outage, the other waiters need objects too
         else:
             self._discard(entry, counted_as=None)
 
     def _creation_failed(self, exc: Exception) -> None:
         self._n_errors += 1
-        if not self._queue.fail_one(exc):
-            # Nobody is waiting: a background refill failed. Back off (with jitter) before the next one.
-            self._refill_after = self._time() + self._backoff * (0.5 + random.random() / 2)
-            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        now = self._time()
+        if self._failure is None or now >= self._retry_at:
+            # The first failure of an outage, or the one attempt made after the backoff: retry after a
+            # longer backoff (with jitter, so that many pools do not retry in step); see _grow. Failures
+            # of calls started together with the first one are the same outage and change nothing.
+            self._retry_at = now + self._backoff * (0.5 + random.random() / 2)
+            self._backoff = min(self._backoff * 2, self._backoff_max)
+        self._failure = exc
+        waiting = self._queue.waiting
+        note = (
+            f"while pool {self._name!r} was creating a new object "
+            f"({waiting} caller(s) waiting, {self._size()}/{self._max_size} objects)"
+        )
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+        # The oldest waiter gets the factory's own error, as it would have got the object.
+        self._queue.fail_one(exc)
         log.warning(
             "%s: creating an object failed: %r",
             self._name,
@@ -1105,7 +1275,7 @@ class AsyncPool(Generic[T]):
         self._drop_idle(
             lambda entry, surplus: (
                 not _reusable(entry, now)
-                or (max_idle is not None and surplus > 0 and now - entry.last_used >= max_idle)
+                or (max_idle is not None and surplus > 0 and now - entry.since >= max_idle)
             )
         )
         self._grow()

@@ -21,6 +21,7 @@ Threads and the garbage collector
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections import deque
@@ -226,10 +227,8 @@ class WeakReferenceCache(Generic[K, V]):
             self._reap_pending()
         return n
 
-    def get_stats(self) -> dict[str, Any]:
-        """A plain dict with stable keys: ``name``, ``size`` (entries, live or awaiting removal), ``strong``
-        (entries held strongly), ``hits``, ``misses``, ``hit_ratio`` (0.0 before any lookup), ``expired``
-        (entries removed because their value died), ``puts``, ``callback_errors`` (``on_expire`` raised)."""
+    def stats(self) -> WeakCacheStats:
+        """A frozen snapshot of the cache's size and counters (see :class:`WeakCacheStats`)."""
         if self._pending:
             self._reap_pending()
         with self._lock:
@@ -237,18 +236,20 @@ class WeakReferenceCache(Generic[K, V]):
             hits, misses, expired = self._hits, self._misses, self._expired
             puts, callback_errors = self._puts, self._callback_errors
         strong = sum(1 for e in list(self._data.values()) if isinstance(e, _StrongEntry))
-        lookups = hits + misses
-        return {
-            "name": self._name,
-            "size": size,
-            "strong": strong,
-            "hits": hits,
-            "misses": misses,
-            "hit_ratio": hits / lookups if lookups else 0.0,
-            "expired": expired,
-            "puts": puts,
-            "callback_errors": callback_errors,
-        }
+        return WeakCacheStats(
+            name=self._name,
+            size=size,
+            strong=strong,
+            hits=hits,
+            misses=misses,
+            expired=expired,
+            puts=puts,
+            callback_errors=callback_errors,
+        )
+
+    def get_stats(self) -> dict[str, Any]:
+        """:meth:`stats` as a plain dict with stable keys (the original name of the call)."""
+        return self.stats().as_dict()
 
     def __repr__(self) -> str:
         return f"<WeakReferenceCache {self._name!r} size={len(self._data)}>"
@@ -300,4 +301,32 @@ class WeakReferenceCache(Generic[K, V]):
             )
 
 
-__all__ = ["WeakReferenceCache"]
+@dataclasses.dataclass(frozen=True, slots=True)
+class WeakCacheStats:
+    """A snapshot of a :class:`WeakReferenceCache`: ``size`` (entries, live or awaiting removal),
+    ``strong`` (entries held strongly), ``hits``, ``misses``, ``hit_ratio`` (0.0 before any lookup),
+    ``expired`` (entries removed because their value died), ``puts``, ``callback_errors`` (``on_expire``
+    raised)."""
+
+    name: str
+    size: int
+    strong: int
+    hits: int
+    misses: int
+    expired: int
+    puts: int
+    callback_errors: int
+
+    @property
+    def hit_ratio(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values with stable keys."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["hit_ratio"] = self.hit_ratio
+        return out
+
+
+__all__ = ["WeakCacheStats", "WeakReferenceCache"]

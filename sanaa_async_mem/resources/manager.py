@@ -49,7 +49,14 @@ from .._hooks import call as _call
 from .._hooks import require_callable
 from .._logging import get_logger
 from .._stats import Histogram, HistogramSnapshot
-from ..errors import ConfigurationError, PoolClosed, PoolTimeout, ResourceCleanupError, ResourceError
+from ..errors import (
+    ConfigurationError,
+    PoolClosed,
+    PoolTimeout,
+    ResourceCleanupError,
+    ResourceError,
+    SanaaError,
+)
 from ..pools._tasks import TaskSet
 from ..pools.pool import AsyncPool, PoolOptions, PoolStats, _Lease, merge_snapshots
 from ..pools.pool import pool_options as pool_options_checked
@@ -88,12 +95,14 @@ _MISSING: Any = object()
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PurposeStats:
-    """Counters for one purpose of one resource. Times are seconds; ``wait`` covers every acquisition
-    (immediate ones count as ~0 s), ``hold`` the time from acquisition to release."""
+    """Counters for one purpose of one resource (see :class:`ResourceStats` for what each counts). Times
+    are seconds; ``wait`` covers every acquisition (immediate ones count as ~0 s), ``hold`` the time from
+    acquisition to release."""
 
     acquisitions: int
     active: int
     errors: int
+    app_errors: int
     timeouts: int
     wait: HistogramSnapshot
     hold: HistogramSnapshot
@@ -103,6 +112,7 @@ class PurposeStats:
             "acquisitions": self.acquisitions,
             "active": self.active,
             "errors": self.errors,
+            "app_errors": self.app_errors,
             "timeouts": self.timeouts,
             "wait": self.wait.as_dict(),
             "hold": self.hold.as_dict(),
@@ -114,10 +124,14 @@ class ResourceStats:
     """A point-in-time view of one resource.
 
     ``active`` holders now, ``peak`` the most at once, ``waiting`` callers inside ``acquire`` that do not
-    hold the object yet. ``errors`` counts failed acquisitions (other than timeouts) and blocks that
-    raised an ``Exception``; ``timeouts`` acquisitions that timed out; ``cancelled`` acquisitions whose task
-    was cancelled while waiting. ``pool`` is the pool's own :class:`~sanaa_async_mem.pools.PoolStats` (its
-    ``discarded`` counts dead connections replaced) for pool resources, else None.
+    hold the object yet. ``errors`` counts failures of the resource: acquisitions that failed (other than
+    timeouts) and blocks that raised one of its failure types (a pool's ``discard_on``, e.g. a lost
+    connection; ``failures=`` of a shared resource). ``app_errors`` counts blocks that raised any other
+    ``Exception`` (the application's own errors, e.g. an HTTP 409 raised while holding a connection: the
+    resource did not fail). ``timeouts`` counts acquisitions that timed out; ``cancelled`` acquisitions
+    whose task was cancelled while waiting. ``pool`` is the pool's own
+    :class:`~sanaa_async_mem.pools.PoolStats` (its ``discarded`` counts dead connections replaced) for pool
+    resources, else None.
     """
 
     name: str
@@ -129,6 +143,7 @@ class ResourceStats:
     peak: int
     waiting: int
     errors: int
+    app_errors: int
     timeouts: int
     cancelled: int
     wait: HistogramSnapshot
@@ -148,6 +163,7 @@ class ResourceStats:
             "peak": self.peak,
             "waiting": self.waiting,
             "errors": self.errors,
+            "app_errors": self.app_errors,
             "timeouts": self.timeouts,
             "cancelled": self.cancelled,
             "wait": self.wait.as_dict(),
@@ -166,6 +182,7 @@ class ResourceManagerStats:
     active: int
     waiting: int
     errors: int
+    app_errors: int
     timeouts: int
     resources: Mapping[str, ResourceStats]
 
@@ -176,6 +193,7 @@ class ResourceManagerStats:
             "active": self.active,
             "waiting": self.waiting,
             "errors": self.errors,
+            "app_errors": self.app_errors,
             "timeouts": self.timeouts,
             "resources": {k: v.as_dict() for k, v in self.resources.items()},
         }
@@ -184,12 +202,13 @@ class ResourceManagerStats:
 class _Purpose:
     """Mutable counters of one purpose (a resource records each acquisition in exactly one of these)."""
 
-    __slots__ = ("acquisitions", "active", "errors", "hold", "timeouts", "wait")
+    __slots__ = ("acquisitions", "active", "app_errors", "errors", "hold", "timeouts", "wait")
 
     def __init__(self) -> None:
         self.acquisitions = 0
         self.active = 0
         self.errors = 0
+        self.app_errors = 0
         self.timeouts = 0
         self.wait = Histogram()
         self.hold = Histogram()
@@ -199,6 +218,7 @@ class _Purpose:
             self.acquisitions,
             self.active,
             self.errors,
+            self.app_errors,
             self.timeouts,
             self.wait.snapshot(),
             self.hold.snapshot(),
@@ -255,10 +275,12 @@ class _Resource:
     __slots__ = (
         "acquisitions",
         "active",
+        "app_errors",
         "cancelled",
         "cleanup",
         "closing_task",
         "errors",
+        "failures",
         "idle_event",
         "kind",
         "limiter",
@@ -280,10 +302,13 @@ class _Resource:
         pool: AsyncPool[Any] | None,
         cleanup: Callable[[Any], Any] | None,
         max_concurrent: int | None,
+        *,
+        failures: tuple[type[BaseException], ...],
     ) -> None:
         self.name = name
         self.obj = obj
         self.pool = pool
+        self.failures = failures
         self.kind: Literal["shared", "pool"] = "shared" if pool is None else "pool"
         self.cleanup = cleanup
         self.max_concurrent = max_concurrent
@@ -294,6 +319,7 @@ class _Resource:
         self.peak = 0
         self.waiting = 0
         self.errors = 0
+        self.app_errors = 0
         self.timeouts = 0
         self.cancelled = 0
         self.purposes: dict[str, _Purpose] = {}
@@ -336,13 +362,17 @@ class _Resource:
             self.cancelled += 1
         self._notify_if_idle()
 
-    def left(self, purpose: _Purpose, held: float, raised: bool) -> None:
+    def left(self, purpose: _Purpose, held: float, exc: BaseException | None) -> None:
         self.active -= 1
         purpose.active -= 1
         purpose.hold.record(held)
-        if raised:
-            self.errors += 1
-            purpose.errors += 1
+        if exc is not None:
+            if isinstance(exc, self.failures):
+                self.errors += 1
+                purpose.errors += 1
+            elif isinstance(exc, Exception):  # not a cancellation: the application's own error
+                self.app_errors += 1
+                purpose.app_errors += 1
         self._notify_if_idle()
 
     def _notify_if_idle(self) -> None:
@@ -362,6 +392,7 @@ class _Resource:
             peak=self.peak,
             waiting=self.waiting,
             errors=self.errors,
+            app_errors=self.app_errors,
             timeouts=self.timeouts,
             cancelled=self.cancelled,
             wait=merge_snapshots([p.wait for p in purposes.values()]),
@@ -443,6 +474,10 @@ class _ManagedLease:
             await self._give_back(None)
             if isinstance(exc, PoolClosed) and res.state is not _OPEN:
                 raise ResourceError(f"resource {res.name!r} was unregistered while waiting") from exc
+            if isinstance(exc, Exception) and not isinstance(exc, SanaaError):
+                # A backend's own error (connection refused...): say which resource it was for.
+                label = self._purpose or NO_PURPOSE
+                exc.add_note(f"while acquiring resource {res.name!r} (purpose {label!r})")
             raise
         now = _now()
         res.entered(purpose, now - started)
@@ -462,7 +497,7 @@ class _ManagedLease:
         if res is None or purpose is None:
             return
         self._resource = self._stats = None
-        res.left(purpose, _now() - self._since, isinstance(exc, Exception))
+        res.left(purpose, _now() - self._since, exc)
         await self._give_back(exc)
 
     async def _give_back(self, exc: BaseException | None) -> None:
@@ -602,6 +637,7 @@ class ResourceManager:
         cleanup: Callable[[Any], Any] | None = None,
         *,
         max_concurrent: int | None = None,
+        failures: tuple[type[BaseException], ...] = (),
         factory: Callable[[], Any] | None = None,
         pool_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -610,7 +646,8 @@ class ResourceManager:
         Every holder gets ``resource`` itself; it is never called, even if callable (use
         :meth:`register_factory` for objects made on demand). ``cleanup(resource)`` (sync or async) runs
         exactly once when the resource is unregistered or the manager closes. ``max_concurrent`` limits
-        holders at once (fair FIFO).
+        holders at once (fair FIFO). ``failures``: the exception types which, raised out of a block, count
+        as failures of the resource in ``stats().errors`` (others count as ``app_errors``).
 
         The original call shapes keep working: an :class:`AsyncPool` as ``resource`` is
         :meth:`register_pool`, and ``factory=`` (with ``pool_options=``) is :meth:`register_factory`.
@@ -626,16 +663,24 @@ class ResourceManager:
                 "pass a resource (a shared object or an AsyncPool, positional) or factory=, not both",
             )
         if factory is not None:
+            if failures:
+                raise ConfigurationError("failures", failures, "a pool's failures are its discard_on")
             options = pool_options_checked(dict(pool_options or {}), "pool_options")
             self.register_factory(name, factory, cleanup=cleanup, max_concurrent=max_concurrent, **options)
             return
         if pool_options is not None:
             raise ConfigurationError("pool_options", pool_options, "only applies with factory=")
         if isinstance(resource, AsyncPool):
+            if failures:
+                raise ConfigurationError("failures", failures, "a pool's failures are its discard_on")
             self.register_pool(name, resource, cleanup=cleanup, max_concurrent=max_concurrent)
             return
         self._check_registration(name, cleanup, max_concurrent)
-        self._add(name, resource, None, cleanup, max_concurrent)
+        if not isinstance(failures, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in failures
+        ):
+            raise ConfigurationError("failures", failures, "must be a tuple of exception types")
+        self._add(name, resource, None, cleanup, max_concurrent, failures=failures)
 
     def register_pool(
         self,
@@ -659,7 +704,7 @@ class ResourceManager:
             raise ResourceError(f"cannot register {name!r}: the pool {pool.name!r} is closed")
         if max_concurrent is not None and max_concurrent >= pool.max_size:
             max_concurrent = None  # the pool's max_size already limits holders as tightly
-        self._add(name, pool, pool, cleanup, max_concurrent)
+        self._add(name, pool, pool, cleanup, max_concurrent, failures=pool.discard_on)
 
     def register_factory(
         self,
@@ -674,7 +719,8 @@ class ResourceManager:
         """Register a pool the manager builds: ``AsyncPool(factory, name=name, **pool_options)``.
 
         ``factory`` is sync or async with no arguments. ``max_concurrent`` becomes the pool's
-        ``max_size`` (give one or the other). ``cleanup(pool)`` runs once after the pool is closed.
+        ``max_size`` (give one or the other); the pool's ``timeout`` is the manager's unless given.
+        ``cleanup(pool)`` runs once after the pool is closed.
         An unknown option raises :class:`ConfigurationError` naming it; so does a bad value (named by the
         pool). Otherwise the same errors as :meth:`register_resource`.
         """
@@ -688,9 +734,11 @@ class ResourceManager:
                 max_concurrent,
                 f"conflicts with pool option max_size={options['max_size']!r} (give one of them)",
             )
+        # The manager's timeout is the pool's wait limit too, unless the options say otherwise.
+        options.setdefault("timeout", self._timeout)
         pool: AsyncPool[Any] = AsyncPool(factory, **options)
         # The pool itself enforces max_concurrent (as max_size), with the same fairness.
-        self._add(name, pool, pool, cleanup, None)
+        self._add(name, pool, pool, cleanup, None, failures=pool.discard_on)
 
     def _check_registration(self, name: str, cleanup: object, max_concurrent: object) -> None:
         self._check_thread()
@@ -713,8 +761,10 @@ class ResourceManager:
         pool: AsyncPool[Any] | None,
         cleanup: Callable[[Any], Any] | None,
         max_concurrent: int | None,
+        *,
+        failures: tuple[type[BaseException], ...],
     ) -> None:
-        self._resources[name] = _Resource(name, obj, pool, cleanup, max_concurrent)
+        self._resources[name] = _Resource(name, obj, pool, cleanup, max_concurrent, failures=failures)
         log.debug(
             "registered resource %s (%s)",
             name,
@@ -789,6 +839,7 @@ class ResourceManager:
             active=sum(s.active for s in per.values()),
             waiting=sum(s.waiting for s in per.values()),
             errors=sum(s.errors for s in per.values()),
+            app_errors=sum(s.app_errors for s in per.values()),
             timeouts=sum(s.timeouts for s in per.values()),
             resources=MappingProxyType(per),
         )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
-from ...pools.pool import AsyncPool
+from ...pools.pool import AsyncPool, PoolOptions
+from ._pool import build_pool, documents_pool_options
 from ._require import require
 
 __all__ = ["aiohttp_pool", "close_session"]
@@ -17,19 +18,18 @@ async def close_session(session: Any) -> None:
         await session.close()
 
 
+@documents_pool_options
 def aiohttp_pool(
-    *,
-    min_size: int = 0,
-    max_size: int = 10,
-    session_kwargs: Mapping[str, Any] | None = None,
-    **pool_options: Any,
+    *, session_kwargs: Mapping[str, Any] | None = None, **pool_options: Unpack[PoolOptions]
 ) -> AsyncPool[Any]:
-    """A pool of ``aiohttp.ClientSession`` objects (``session_kwargs`` go to ``ClientSession``).
+    """A pool of ``aiohttp.ClientSession`` objects (``session_kwargs`` go to ``ClientSession``); at most
+    ``max_size=10`` by default.
 
     One shared session is usually right (register it with ``close_session`` as cleanup); a pool fits when
     each holder needs a session of its own (cookies, headers, per-holder connection limits). A session's
     connector already drops broken connections, so a session is discarded only when it was closed (the
-    check); connection errors raised in the block (``aiohttp.ClientConnectionError``) do not discard it.
+    ``alive`` test, on every hand-out); connection errors raised in the block
+    (``aiohttp.ClientConnectionError``) do not discard it.
     """
     aiohttp = require("aiohttp", "aiohttp")
     kwargs = dict(session_kwargs or {})
@@ -38,14 +38,8 @@ def aiohttp_pool(
         # Made inside the factory, so on the running loop (aiohttp binds a session to it).
         return aiohttp.ClientSession(**kwargs)
 
-    def check(session: Any) -> bool:
+    def alive(session: Any) -> bool:
         return not session.closed
 
-    options: dict[str, Any] = {
-        "min_size": min_size,
-        "max_size": max_size,
-        "check": check,
-        "close": close_session,
-    }
-    options.update(pool_options)
-    return AsyncPool(create, **options)
+    defaults: dict[str, Any] = {"max_size": 10, "alive": alive, "close": close_session}
+    return build_pool(create, defaults, pool_options)

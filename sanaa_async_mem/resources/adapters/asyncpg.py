@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Unpack
 
-from ...pools.pool import AsyncPool
+from ...errors import ConfigurationError
+from ...pools.pool import AsyncPool, PoolSettings
+from ._pool import build_pool, documents_pool_options
 from ._require import require
 
-__all__ = ["asyncpg_pool"]
+__all__ = ["AsyncpgPoolOptions", "asyncpg_pool"]
 
 # Seconds given to a polite close (Terminate message) before the socket is simply dropped.
 _CLOSE_TIMEOUT = 5.0
 
 
+class AsyncpgPoolOptions(PoolSettings, total=False):
+    """The pool options :func:`asyncpg_pool` passes on (``reset`` is the adapter's own, a mode)."""
+
+    check: Callable[[Any], Any] | None
+    alive: Callable[[Any], bool] | None
+    close: Callable[[Any], Any] | None
+    discard_on: tuple[type[BaseException], ...]
+
+
+@documents_pool_options
 def asyncpg_pool(
     dsn: str | None = None,
     *,
-    min_size: int = 0,
-    max_size: int = 10,
     application_name: str | None = None,
     reset: Literal["rollback", "full"] | None = "rollback",
     connect_kwargs: Mapping[str, Any] | None = None,
-    **pool_options: Any,
+    **pool_options: Unpack[AsyncpgPoolOptions],
 ) -> AsyncPool[Any]:
-    """A pool of asyncpg connections to ``dsn`` (``connect_kwargs`` go to ``asyncpg.connect``).
+    """A pool of asyncpg connections to ``dsn`` (``connect_kwargs`` go to ``asyncpg.connect``); at most
+    ``max_size=10`` by default.
 
     ``application_name`` is set on every connection (visible in ``pg_stat_activity``).
 
@@ -37,9 +48,11 @@ def asyncpg_pool(
       state with ``RESET ALL``...: one extra round trip per release, as ``asyncpg.Pool`` does);
     * ``None``: no reset at all (fastest; only for code that never leaves a transaction open).
 
-    The check (a connection idle for ``check_skip_within``) is ``is_closed()`` then ``SELECT 1``. Lost
-    connections and server shutdowns raised in the block (``InterfaceError``, ``PostgresConnectionError``
-    such as ``ConnectionDoesNotExistError``, ``AdminShutdownError``, ``OSError``...) discard the connection.
+    Health: ``alive`` is ``not conn.is_closed()``, on every hand-out of an idle connection (asyncpg
+    notices a connection the server closed, e.g. ``pg_terminate_backend`` or a restart, without I/O);
+    the check (a connection idle for ``check_skip_within``) is ``SELECT 1``. Lost connections and server
+    shutdowns raised in the block (``InterfaceError``, ``PostgresConnectionError`` such as
+    ``ConnectionDoesNotExistError``, ``AdminShutdownError``, ``OSError``...) discard the connection.
     """
     asyncpg = require("asyncpg", "asyncpg")
     exceptions = asyncpg.exceptions
@@ -51,6 +64,9 @@ def asyncpg_pool(
 
     async def connect() -> Any:
         return await asyncpg.connect(dsn, **kwargs)
+
+    def alive(conn: Any) -> bool:
+        return not conn.is_closed()
 
     async def check(conn: Any) -> bool:
         if conn.is_closed():
@@ -93,13 +109,11 @@ def asyncpg_pool(
             conn.terminate()  # already broken: just drop the socket
 
     if reset not in ("rollback", "full", None):
-        from ...errors import ConfigurationError
-
         raise ConfigurationError("reset", reset, "must be 'rollback', 'full' or None")
-    options: dict[str, Any] = {
-        "min_size": min_size,
-        "max_size": max_size,
+    defaults: dict[str, Any] = {
+        "max_size": 10,
         "check": check,
+        "alive": alive,
         "reset": {"rollback": rollback_if_dirty, "full": full_reset, None: None}[reset],
         "close": close,
         "discard_on": (
@@ -114,5 +128,4 @@ def asyncpg_pool(
             OSError,
         ),
     }
-    options.update(pool_options)
-    return AsyncPool(connect, **options)
+    return build_pool(connect, defaults, pool_options)

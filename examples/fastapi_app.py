@@ -48,9 +48,8 @@ def create_app(dsn: str | None = None) -> FastAPI:
         registry.register(SanaaCollector(app.state.memory_optimizer))
         yield {"metrics_registry": registry}
 
-    app = FastAPI(
-        lifespan=memory_lifespan(lambda: MemoryOptimizer(freeze_startup_heap=True), lifespan=startup)
-    )
+    # The middleware also tells the lifespan when startup is over: the startup heap is frozen then.
+    app = FastAPI(lifespan=memory_lifespan(MemoryOptimizer, lifespan=startup))
     app.add_middleware(GCRequestMiddleware)
 
     @app.get("/users/{uid}")

@@ -223,8 +223,11 @@ class MemoryOptimizer:
     (``None``: a new empty one, reachable as :attr:`resource_manager`). ``pools`` are extra
     :class:`AsyncPool`/:class:`MemoryPool` objects to report (and, for MemoryPools, trim).
     ``schedule_gc`` runs a :class:`GCScheduler` (only when ``GC_OPTIMIZATION_ENABLED``);
-    ``freeze_startup_heap`` freezes the heap at start (do it once the application has loaded: the
-    integrations start the optimizer after the application's own startup). ``lag_resolution`` is the loop
+    ``freeze_startup_heap`` decides whether the start collects once and freezes what is alive
+    (``gc.freeze()``), so that full collections never scan the startup heap again: ``None`` (the default)
+    freezes when the start says the application has finished loading (``startup_complete=True``, which the
+    Starlette and aiohttp integrations pass at the end of startup, after every startup hook), ``True``
+    always, ``False`` never. ``lag_resolution`` is the loop
     lag monitor's tick (seconds). ``profiler_options``/``scheduler_options`` are passed to
     :class:`MemoryProfiler`/:class:`GCScheduler`.
 
@@ -247,7 +250,7 @@ class MemoryOptimizer:
         resource_manager: ResourceManager | None = None,
         pools: Iterable[AnyPool] = (),
         schedule_gc: bool = True,
-        freeze_startup_heap: bool = False,
+        freeze_startup_heap: bool | None = None,
         lag_resolution: float = 0.02,
         profiler_options: Mapping[str, Any] | None = None,
         scheduler_options: Mapping[str, Any] | None = None,
@@ -295,9 +298,13 @@ class MemoryOptimizer:
         """True between a completed :meth:`start_optimization` and the next :meth:`stop_optimization`."""
         return self._running
 
-    async def start_optimization(self) -> None:
+    async def start_optimization(self, *, startup_complete: bool = False) -> None:
         """Tune GC (and freeze the heap if asked), start pause recording, the lag monitor, the GC scheduler
         and the profiler's snapshot task.
+
+        ``startup_complete=True`` says the application has finished loading: with the default
+        ``freeze_startup_heap=None`` the heap is then collected once and frozen before the scheduler starts
+        (a blocking pause of about one full collection of the startup heap, once).
 
         A no-op when already running (never a second task). If any step fails, or the call is cancelled,
         what was started is stopped again and the GC settings are restored before the error propagates.
@@ -308,7 +315,8 @@ class MemoryOptimizer:
             return
         self._running = True
         try:
-            self.gc_optimizer.optimize_gc_settings(startup_complete=self.freeze_startup_heap)
+            freeze = startup_complete if self.freeze_startup_heap is None else self.freeze_startup_heap
+            self.gc_optimizer.optimize_gc_settings(startup_complete=freeze)
             # Pauses are recorded (for metrics and alerts) even when GC tuning is disabled.
             self.gc_optimizer.pauses.install()
             self.lag_monitor.start()

@@ -326,3 +326,40 @@ async def test_passive_mode_changes_nothing_and_only_enforces_the_cap(kind: str)
         rss[0] = 10**12
         await wait_until(lambda: sch.stats().full_collections["memory_cap"] >= 1, "a cap collection")
     assert gc.get_threshold() == (700, 10, 10)
+
+
+# -------------------------------------------------------------------------------------- the due rule
+
+
+def test_parity_growth_is_the_interpreters_rule_without_a_frozen_heap_and_grows_with_its_savings() -> None:
+    from sanaa_async_mem.collector.scheduler import parity_growth
+
+    assert parity_growth(1e-7, 50_000, 1e-7, 0) == 0.25  # nothing frozen: CPython's own 25%
+    assert parity_growth(1e-7, 50_000, 1e-7, 10**6) == pytest.approx(0.25)  # equal costs
+    # Live objects twice as dear to re-scan as the frozen heap was: twice the growth per collection.
+    assert parity_growth(2e-7, 50_000, 1e-7, 10**9) == pytest.approx(0.5, rel=1e-3)
+    assert parity_growth(1e-6, 50_000, 1e-7, 10**9) == 1.0  # bounded: the pause grows with it
+    assert parity_growth(1e-9, 50_000, 1e-7, 10**6) == 0.25  # never more often than the interpreter
+    assert parity_growth(0.0, 0, 0.0, 0) == 0.25
+
+
+def test_a_fixed_due_growth_is_used_as_given_and_validated() -> None:
+    assert scheduler(collector=generational(), due_growth=0.6).due_ratio() == 0.6
+    assert scheduler(collector=generational()).due_ratio() == 0.25  # nothing measured yet
+    with pytest.raises(ConfigurationError, match="due_growth"):
+        scheduler(due_growth=0)
+    with pytest.raises(ConfigurationError, match="calibrate_every"):
+        scheduler(calibrate_every=0)
+
+
+@pytest.mark.both_loops
+async def test_the_live_heap_rescan_is_measured_and_reported() -> None:
+    async with scheduler(collector=generational(), deadline=3600) as sch:
+        assert sch.stats().live_scan_seconds is None
+        garbage_in_oldest_generation()
+        await wait_until(lambda: sch.stats().full_collections["idle"] >= 1, "an idle full collection")
+        stats = sch.stats()
+        assert stats.live_scan_seconds is not None and stats.live_scan_seconds > 0
+        assert stats.live_objects is not None and stats.live_objects > 0
+        assert stats.as_dict()["due_growth"] == stats.due_growth
+        assert 0.25 <= stats.due_growth <= 1.0

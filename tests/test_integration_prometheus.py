@@ -274,7 +274,13 @@ async def _storm() -> None:
         for t in threads:
             t.start()
         workers = [asyncio.create_task(worker()) for _ in range(8)]
-        await asyncio.sleep(3.0)
+        # At least 3 s, and on until both sides did enough work to mean something (a loaded CI machine can
+        # take far longer than 3 s for a hundred scrapes under a 10 us switch interval).
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0 or (scrapes[0] <= 100 or done[0] <= 100):
+            if time.monotonic() - started > 120.0:
+                break
+            await asyncio.sleep(0.1)
         stop.set()
         await asyncio.gather(*workers)
         lag = optimizer.lag_monitor.snapshot()

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from sanaa_async_mem.collector.state import INTERPRETER_FROZEN, OUT_OF_REACH
 from sanaa_async_mem.integrations.starlette import GCRequestMiddleware, memory_lifespan
 from sanaa_async_mem.optimizer import MemoryOptimizer
 
@@ -149,3 +150,115 @@ async def test_middleware_passes_through_without_an_optimizer() -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.get("/")).json() == {"ok": True}
+
+
+# ------------------------------------------------------------------ what the integration does to the GC
+
+
+class CatalogItem:
+    """A startup-heap object (tracked by the collector, so freezing it is observable)."""
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+        self.tags = [i]
+
+
+def is_frozen(obj: object) -> bool:
+    """Frozen objects are in no generation the collector scans."""
+    return not any(o is obj for o in gc.get_objects())
+
+
+@pytest.fixture
+def empty_permanent_generation() -> None:
+    if gc.get_freeze_count() > INTERPRETER_FROZEN:
+        pytest.skip("the permanent generation is not empty in this process")
+
+
+@pytest.mark.usefixtures("empty_permanent_generation")
+async def test_the_readme_way_freezes_the_startup_heap_after_every_startup_hook_and_undoes_it() -> None:
+    fastapi = pytest.importorskip("fastapi")
+    events: list[str] = []
+    built: dict[str, CatalogItem] = {}
+
+    @contextlib.asynccontextmanager
+    async def app_lifespan(app: Any) -> AsyncIterator[None]:
+        built["app"] = CatalogItem(1)
+        events.append("app startup")
+        yield
+        events.append("app shutdown")
+
+    @contextlib.asynccontextmanager
+    async def router_lifespan(app: Any) -> AsyncIterator[None]:
+        # FastAPI runs an included router's lifespan inside the application's: after memory_lifespan's
+        # own startup code, so only the middleware can know when startup is really over.
+        built["router"] = CatalogItem(2)
+        events.append("router startup")
+        yield
+
+    app = fastapi.FastAPI(lifespan=memory_lifespan(make_optimizer, lifespan=app_lifespan))
+    app.include_router(fastapi.APIRouter(lifespan=router_lifespan))
+    app.add_middleware(GCRequestMiddleware)
+
+    async with LifespanManager(app):
+        optimizer: MemoryOptimizer = app.state.memory_optimizer
+        assert events == ["app startup", "router startup"]
+        assert optimizer.running
+        assert is_frozen(built["app"]) and is_frozen(built["router"])
+        assert gc.get_threshold()[2] == OUT_OF_REACH  # full collections are the scheduler's
+        assert optimizer.gc_scheduler is not None and optimizer.gc_scheduler.running
+    assert not optimizer.running
+    assert gc.get_freeze_count() == 0  # unfrozen again on shutdown
+    assert gc.get_threshold() == (700, 10, 10)
+    assert not is_frozen(built["router"])
+
+
+@pytest.mark.usefixtures("empty_permanent_generation")
+async def test_without_the_middleware_the_lifespan_starts_and_freezes_at_its_own_end() -> None:
+    built: list[CatalogItem] = []
+
+    @contextlib.asynccontextmanager
+    async def app_lifespan(app: Any) -> AsyncIterator[None]:
+        built.append(CatalogItem(1))
+        yield
+
+    app = Starlette(routes=[Route("/status", status)], lifespan=memory_lifespan(lifespan=app_lifespan))
+    async with LifespanManager(app):
+        assert app.state.memory_optimizer.running
+        assert is_frozen(built[0])
+    assert gc.get_freeze_count() == 0
+
+
+async def test_freezing_can_be_turned_off() -> None:
+    app = Starlette(
+        routes=[Route("/status", status)],
+        lifespan=memory_lifespan(lambda: MemoryOptimizer(snapshot_interval=0.05, freeze_startup_heap=False)),
+        middleware=[Middleware(GCRequestMiddleware)],
+    )
+    frozen = gc.get_freeze_count()
+    async with LifespanManager(app):
+        assert app.state.memory_optimizer.running
+        assert gc.get_freeze_count() == frozen
+
+
+async def test_an_optimizer_that_fails_to_start_at_startup_complete_fails_the_startup(tmp_path: Any) -> None:
+    events: list[str] = []
+    (tmp_path / "a-file").write_text("")
+
+    def broken() -> MemoryOptimizer:
+        # The snapshot store cannot be opened: the start fails after the application's startup ran.
+        return MemoryOptimizer(profiler_options={"store": tmp_path / "a-file" / "log.jsonl"})
+
+    @contextlib.asynccontextmanager
+    async def app_lifespan(app: Any) -> AsyncIterator[None]:
+        app.state.resource_manager.register_resource("x", "y", lambda _: events.append("closed"))
+        yield
+
+    app = Starlette(
+        lifespan=memory_lifespan(broken, lifespan=app_lifespan), middleware=[Middleware(GCRequestMiddleware)]
+    )
+    with pytest.raises(Exception):  # noqa: B017 - asgi_lifespan reports the failure in its own type
+        async with LifespanManager(app):
+            pass
+    assert events == ["closed"]
+    assert not app.state.memory_optimizer.running
+    assert gc.get_threshold() == (700, 10, 10)

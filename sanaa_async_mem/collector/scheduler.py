@@ -1,25 +1,37 @@
 """GCScheduler: full (oldest-generation) collections at idle moments instead of in the middle of requests.
 
-On a generational collector (CPython 3.11-3.13, 3.14.5+) the scheduler raises the oldest generation's
-threshold out of reach, so the interpreter never starts a full collection by itself; young collections stay
-automatic (they cost ~10 us). A background task then runs the full collection itself:
+On a generational collector (CPython 3.11-3.13, 3.14.5+) the scheduler holds a ``defer`` lease on the
+process's GC state (:mod:`~sanaa_async_mem.collector.state`): the oldest generation's threshold is out of
+reach, so the interpreter never starts a full collection by itself; young collections stay automatic
+(they cost ~10-500 us). A background task then runs the full collection itself:
 
 * when one is **due** and the loop is **idle**;
 * ``deadline`` seconds after it became due, idle or not (a saturated loop is never idle, and deferring
-  for ever grows pauses and memory), or at once when the oldest generation has grown by ``max_growth``
-  (100%) of the live heap, four times what the interpreter's own rule lets accumulate;
+  for ever grows pauses and memory), or at once when the oldest generation has grown by twice the due
+  growth (at least ``max_growth`` of the live heap);
 * at once when the process RSS reaches ``memory_cap_bytes`` (after running the optimizer's cleanup
   callbacks, if an optimizer was given), at most once per ``cap_min_interval`` seconds.
 
-**Due** is the interpreter's own rule, applied to the unfrozen heap: as many middle-generation collections
-since the last full one as its oldest threshold (10), and growth of the oldest generation by ``due_growth``
-(25%) of the live unfrozen heap. So the scheduler runs as many full collections as CPython would with the
-startup heap frozen; it moves them, it does not multiply them. The growth is estimated without touching the
-heap: middle collections since the last full one (``gc.get_count()[2]``; each promotes its survivors) times
-the promotions per middle collection measured at the previous full collections. A third condition, the
-*GC budget*, keeps a large unfrozen heap from being re-scanned often: re-scanning the live heap may take at
-most ``gc_budget`` (2%) of wall time. With the startup heap frozen, full collections are short (~10-40 ms
-on the reference workload instead of ~170-320 ms).
+**Due** means: as many middle-generation collections since the last full one as the application's oldest
+threshold (10), and growth of the oldest generation by the *due growth* times the live unfrozen heap. The
+growth is estimated without touching the heap: middle collections since the last full one
+(``gc.get_count()[2]``; each promotes its survivors) times the promotions per middle collection measured
+at the previous full collections.
+
+The due growth is what makes the scheduler cost no more than the interpreter's own collector. CPython runs
+a full collection when what was promoted reaches 25% of the long-lived heap, so over time it re-scans its
+whole heap (the startup heap included) once per 25% of it promoted. The scheduler measures both costs: the
+full collection before the startup heap was frozen (seconds per object of the whole heap, ``a_s``) and,
+every ``calibrate_every`` full collections, a second full collection right after one, which finds no
+garbage and so measures the re-scan of the live unfrozen heap alone (``a`` per object, ``L`` objects). It
+then lets as much be promoted between two full collections as keeps its re-scanning no dearer per promoted
+object than the interpreter's: due growth ``a (F + L) / (4 (a_s F + a L))`` of ``L`` with ``F`` frozen
+objects, between 25% and 100% (``due_growth`` fixes it instead). Garbage costs the same to free whichever
+collection finds it, so that is the whole difference. With nothing frozen it is the interpreter's own 25%;
+with a large frozen heap, full collections come more rarely than 25% would make them, each a short pause
+of the small unfrozen heap. A third condition, the *GC budget*, keeps a large unfrozen heap from being
+re-scanned often: re-scanning the live heap may take at most ``gc_budget`` (5%) of wall time. It matters
+only for a large unfrozen heap on a slow machine; the due growth spaces collections further apart first.
 
 **Idle** means the scheduler's timer fired on time (the loop was waiting for I/O), one extra loop
 iteration came back within ``idle_probe`` seconds (nothing substantial was ready), and no request is in
@@ -29,7 +41,10 @@ collection still waits for it: short collections are what keeps that wait small.
 
 Idleness is judged only from public loop APIs (timers and ``asyncio.sleep(0)``), so it works the same on
 the default asyncio loop and on uvloop. While GC is disabled (by the application or by a
-``disable_gc_temporarily`` section) only the memory cap can trigger a collection.
+``disable_gc_temporarily`` section) only the memory cap can trigger a collection. If the application sets
+the oldest threshold itself while the scheduler runs, the application's setting wins (see
+:mod:`~sanaa_async_mem.collector.state`): the scheduler then leaves full collections to the interpreter
+and only enforces the memory cap.
 
 On collectors where the policy does not apply (``incremental``: CPython 3.14.0-3.14.4, whose old-generation
 work is already sliced into increments; ``unknown``: PyPy, free-threaded builds) the scheduler runs in
@@ -58,6 +73,11 @@ from .state import OUT_OF_REACH, GCLease, gc_state
 
 _log = get_logger("gc")
 
+# The interpreter's own rule (a full collection per 25% of the long-lived heap promoted), and the most the
+# measured rule lets pile up between two full collections (pauses grow with it).
+_INTERPRETER_GROWTH = 0.25
+_MOST_GROWTH = 1.0
+
 Reason = Literal["idle", "deadline", "memory_cap"]
 Mode = Literal["deferred", "passive"]
 
@@ -80,6 +100,29 @@ class SchedulerStats:
     last_collection_seconds: float
     due_for: float | None
     last_rss: int | None
+    #: The growth of the oldest generation (fraction of ``live_objects``) at which a full collection is due.
+    due_growth: float
+    live_objects: int | None
+    #: Measured seconds to re-scan the live unfrozen heap once (None before the first calibration).
+    live_scan_seconds: float | None
+    promoted_per_middle: float | None
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def parity_growth(live_cost: float, live: int, full_scan_cost: float, frozen: int) -> float:
+    """The promoted growth, as a fraction of ``live``, per full collection that re-scans ``live`` objects at
+    ``live_cost`` seconds each for no more per promoted object than the interpreter pays: it re-scans all of
+    ``frozen + live`` objects (the frozen ones at ``full_scan_cost`` each) per 25% of them promoted.
+
+    Between 25% (nothing frozen, or equal costs) and 100% (the pause grows with it). Pure arithmetic.
+    """
+    whole = full_scan_cost * frozen + live_cost * live
+    if whole <= 0.0:
+        return _INTERPRETER_GROWTH
+    ratio = _INTERPRETER_GROWTH * live_cost * (frozen + live) / whole
+    return min(_MOST_GROWTH, max(_INTERPRETER_GROWTH, ratio))
 
 
 class _RequestScope:
@@ -116,11 +159,13 @@ class GCScheduler:
     ``check_interval`` how often the background task looks; ``idle_lag`` how late its timer may fire and
     ``idle_probe`` how long one loop iteration may take for the loop to count as idle;
     ``cap_min_interval`` the least time between two cap-forced collections; ``gc_budget`` the fraction of
-    wall time (0 < f <= 1) full collections may spend re-scanning the live heap; ``due_growth`` and
-    ``max_growth`` the growth of the oldest generation, as a fraction of the live unfrozen heap, at which
-    a full collection becomes due and at which it is forced; ``optimizer`` whose cleanup callbacks run on
-    memory pressure; ``rss_reader`` returns the memory figure the cap is compared with (default: this
-    process's RSS via psutil; a container may pass its cgroup usage); ``collector`` overrides
+    wall time (0 < f <= 1) full collections may spend re-scanning the live heap; ``due_growth`` the growth
+    of the oldest generation, as a fraction of the live unfrozen heap, at which a full collection becomes
+    due (``None``: measured, see the module documentation) and ``max_growth`` the least growth at which
+    one is forced on a busy loop; ``calibrate_every`` how many full collections apart the live heap's
+    re-scan is measured (one extra full collection, right after one); ``optimizer`` whose cleanup
+    callbacks run on memory pressure; ``rss_reader`` returns the memory figure the cap is compared with
+    (default: this process's RSS via psutil; a container may pass its cgroup usage); ``collector`` overrides
     :func:`~sanaa_async_mem.collector.detect_collector`.
 
     Call :meth:`start` after freezing the startup heap (``optimize_gc_settings(startup_complete=True)``):
@@ -139,9 +184,10 @@ class GCScheduler:
         idle_lag: float = 0.005,
         idle_probe: float = 0.001,
         cap_min_interval: float = 1.0,
-        gc_budget: float = 0.02,
-        due_growth: float = 0.25,
+        gc_budget: float = 0.05,
+        due_growth: float | None = None,
         max_growth: float = 1.0,
+        calibrate_every: int = 16,
         optimizer: GarbageCollectionOptimizer | None = None,
         rss_reader: Callable[[], int] | None = None,
         collector: CollectorInfo | None = None,
@@ -153,8 +199,9 @@ class GCScheduler:
         self.idle_probe = _secs("idle_probe", idle_probe, allow_zero=False)
         self.cap_min_interval = _secs("cap_min_interval", cap_min_interval, allow_zero=True)
         self.gc_budget = fraction("gc_budget", gc_budget)
-        self.due_growth = positive_number("due_growth", due_growth)
+        self.due_growth = None if due_growth is None else positive_number("due_growth", due_growth)
         self.max_growth = positive_number("max_growth", max_growth)
+        self.calibrate_every = positive_int("calibrate_every", calibrate_every, maximum=2**31 - 1)
         if self.gc_budget == 0.0:
             raise ConfigurationError("gc_budget", gc_budget, "must be > 0")
         if memory_cap_bytes is None:
@@ -172,6 +219,8 @@ class GCScheduler:
         self._live_objects: int | None = None
         self._per_object: deque[float] = deque(maxlen=32)
         self._per_middle: float | None = None
+        self._live_cost: float | None = None  # seconds per live unfrozen object, from calibrations
+        self._collections = 0
         self._due_middles = 10
         self._last_cap_collection = -float("inf")
         self._counts: dict[str, int] = {"idle": 0, "deadline": 0, "memory_cap": 0}
@@ -184,9 +233,8 @@ class GCScheduler:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Take over full collections and start the background task. Not a cancellation point.
-
-        Raises GCError if already running or if the collector's thresholds cannot be changed.
+        """Take over full collections (a ``defer`` lease) and start the background task. Not a cancellation
+        point. Raises GCError if already running.
         """
         if self._task is not None and not self._task.done():
             raise GCError("GCScheduler is already running")
@@ -312,14 +360,22 @@ class GCScheduler:
             return None
         return gc.get_count()[2] * self._per_middle / max(1, self._live_objects or 0)
 
+    def due_ratio(self) -> float:
+        """The growth (fraction of the live unfrozen heap) at which a full collection is due now."""
+        if self.due_growth is not None:
+            return self.due_growth
+        full_scan = gc_state().full_scan_per_object
+        if full_scan is None or self._live_cost is None or not self._live_objects:
+            return _INTERPRETER_GROWTH
+        return parity_growth(self._live_cost, self._live_objects, full_scan, gc_state().frozen_objects)
+
     def _is_due(self) -> bool:
-        """Due: the interpreter's own two criteria (enough middle collections, enough growth) hold, and the
-        budget allows a full collection."""
+        """Due: enough middle collections, enough growth (see :meth:`due_ratio`), and the budget allows it."""
         middles = gc.get_count()[2]
         if middles < self._due_middles or time.monotonic() < self._not_before:
             return False
         growth = self._growth()
-        return growth is None or growth >= self.due_growth
+        return growth is None or growth >= self.due_ratio()
 
     def _decide(self, lag: float) -> Reason | Literal["maybe_idle"] | None:
         """The whole policy, synchronous: what (if anything) to do on this tick."""
@@ -338,9 +394,10 @@ class GCScheduler:
             _log.warning("the GC scheduler leaves full collections to the interpreter from now on")
             return None
         growth = self._growth()
-        if growth is not None and growth >= self.max_growth and gc.get_count()[2] >= 1:
-            # However busy the loop, never let more reach the oldest generation than the interpreter's own
-            # rule (25% growth) would: the garbage would make the eventual pause longer than its.
+        forced = max(self.max_growth, 2.0 * self.due_ratio())
+        if growth is not None and growth >= forced and gc.get_count()[2] >= 1:
+            # However busy the loop, do not let garbage pile up in the oldest generation: it would make the
+            # eventual pause (and memory) grow without bound.
             return "deadline"
         if not self._is_due():
             self._due_since = None
@@ -365,6 +422,14 @@ class GCScheduler:
         # Every survivor is now in the oldest generation, so its length is the live unfrozen heap. Counting
         # it costs a small fraction of the collection (a list of references, no traversal).
         live = len(gc.get_objects(2))
+        if live and (self._collections < 2 or self._collections % self.calibrate_every == 0):
+            # A second full collection right away finds no garbage: it is the live heap's re-scan alone.
+            again = time.perf_counter()
+            gc.collect()
+            sample = (time.perf_counter() - again) / live
+            self._live_cost = sample if self._live_cost is None else 0.5 * (self._live_cost + sample)
+            elapsed = time.perf_counter() - started
+        self._collections += 1
         previous = self._live_objects if self._live_objects is not None else live
         if middles > 0:
             sample = (max(0, live - previous) + unreachable) / middles
@@ -372,16 +437,16 @@ class GCScheduler:
         self._live_objects = live
         self._due_since = None
         # The budget: re-scanning the *live* heap may take at most gc_budget of wall time, so the next full
-        # collection is not due before live_cost / gc_budget seconds from now. live_cost is the live object
-        # count times the lowest per-object cost seen recently: garbage makes a collection dearer per
-        # object (it is cleared and freed), and spacing by anything that includes the garbage feeds back
-        # (longer spacing, more garbage, longer pause, longer spacing). This keeps an unfrozen large heap
-        # from being re-scanned often; a frozen one is cheap to re-scan.
+        # collection is not due before live_cost / gc_budget seconds from now. live_cost is the measured
+        # re-scan (or, before the first measurement, the live object count times the lowest per-object
+        # cost seen recently): spacing by anything that includes the garbage feeds back (longer spacing,
+        # more garbage, longer pause, longer spacing). This keeps an unfrozen large heap from being
+        # re-scanned often; a frozen one is cheap to re-scan.
         examined = live + unreachable
         if examined:
             self._per_object.append(elapsed / examined)
-        live_cost = min(self._per_object, default=elapsed) * live
-        self._not_before = time.monotonic() + live_cost / self.gc_budget
+        per_live = self._live_cost if self._live_cost is not None else min(self._per_object, default=0.0)
+        self._not_before = time.monotonic() + per_live * live / self.gc_budget
         self._counts[reason] += 1
         self._total += elapsed
         self._last = elapsed
@@ -420,7 +485,15 @@ class GCScheduler:
             last_collection_seconds=self._last,
             due_for=due_for,
             last_rss=self._last_rss,
+            due_growth=self.due_ratio(),
+            live_objects=self._live_objects,
+            live_scan_seconds=(
+                None
+                if self._live_cost is None or self._live_objects is None
+                else self._live_cost * self._live_objects
+            ),
+            promoted_per_middle=self._per_middle,
         )
 
 
-__all__ = ["GCScheduler", "SchedulerStats"]
+__all__ = ["GCScheduler", "SchedulerStats", "parity_growth"]

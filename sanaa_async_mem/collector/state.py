@@ -18,9 +18,10 @@ from the leases held:
 
 When the last lease is released, from whichever task or thread and in whatever order, the interpreter is
 left exactly as the state found it when the first lease was taken. Objects frozen by leases are unfrozen
-when the last freeze lease goes, but only if the permanent generation was empty before the first one and
-nothing else froze meanwhile (``gc.unfreeze()`` cannot tell whose objects are whose); otherwise they stay
-frozen and a warning is logged.
+when the last freeze lease goes, but only if the permanent generation held nothing but the interpreter's
+own objects before the first one (:data:`INTERPRETER_FROZEN`) and nothing else froze meanwhile
+(``gc.unfreeze()`` cannot tell whose objects are whose); otherwise they stay frozen and a warning is
+logged.
 
 **The application's own changes win.** If the application (or any code not using leases) changes a
 setting that a lease held sets (a threshold, or enabled/disabled), the state notices at its next operation
@@ -177,6 +178,8 @@ class GCState:
         self._foreign_freeze = False
         self._sentinel: list[object] = []
         self.expired_total = 0
+        #: Seconds per object of the full collection before the last freeze (None before any).
+        self.full_scan_per_object: float | None = None
         # On collectors without a separate full collection (incremental, free-threaded, PyPy) there is
         # nothing to defer: a defer lease is held and counted but changes no setting.
         self.defers = detect_collector().kind == "generational"
@@ -234,8 +237,14 @@ class GCState:
         collection runs outside the lock and blocks the caller for its duration. Counting the permanent
         generation walks it (milliseconds at 1e6 objects).
         """
+        # Plain locals, not a tuple: a tracked temporary alive during gc.freeze() would be frozen and die
+        # right after, and the count of what we froze would be off by one.
+        scan_seconds = -1.0
+        collected = 0
         if collect_first:
-            gc.collect()
+            started = time.perf_counter()
+            collected = gc.collect()
+            scan_seconds = time.perf_counter() - started
         lease = self._new("freeze", owner)
         # Not ``with self._lock``: the bound ``__exit__`` it keeps alive during gc.freeze() would be frozen
         # and die right after, and the count of what we froze would be one too many.
@@ -254,6 +263,10 @@ class GCState:
             self._sentinel = []
             self._freeze_left = gc.get_freeze_count()
             lease.froze = self._freeze_left - count
+            if scan_seconds >= 0 and lease.froze > 0:
+                # What one full collection of the whole heap costs per object here: the default collector's
+                # cost of re-scanning what is now frozen (the scheduler's measure of "costs nothing").
+                self.full_scan_per_object = scan_seconds / (lease.froze + collected)
             self._leases[lease._seq] = lease
             self._version += 1
         finally:
@@ -279,6 +292,15 @@ class GCState:
             if self._base_thresholds is None:
                 return tuple(gc.get_threshold())
             return tuple(self._base_thresholds)
+
+    @property
+    def frozen_objects(self) -> int:
+        """Objects in the permanent generation after the library's last freeze (0 while none is held).
+
+        Read without walking the permanent generation (``gc.get_freeze_count()`` does).
+        """
+        with self._lock:
+            return self._freeze_left if self._has("freeze") else 0
 
     def count(self, kind: LeaseKind) -> int:
         """Leases of ``kind`` held now."""
@@ -363,7 +385,7 @@ class GCState:
     def _unfreeze(self) -> None:
         count = gc.get_freeze_count()
         foreign = self._foreign_freeze or self._sentinel_frozen()
-        if self._freeze_base == 0 and not foreign and count <= self._freeze_left:
+        if self._freeze_base <= INTERPRETER_FROZEN and not foreign and count <= self._freeze_left:
             gc.unfreeze()
         elif count:
             _log.warning(
@@ -514,6 +536,12 @@ def _checked(values: tuple[int | None, ...]) -> tuple[int | None, ...]:
     )
 
 
+#: Objects the interpreter itself had put in the permanent generation when this module was imported:
+#: CPython 3.12 starts with a few hundred immortal tuples there, 3.11 and 3.13 with none. Unfreezing them
+#: with the library's own (``gc.unfreeze()`` moves all or nothing) changes nothing but the count: they are
+#: immortal. Anything frozen beyond them was frozen by someone else and is never unfrozen for them.
+INTERPRETER_FROZEN = min(gc.get_freeze_count(), 10_000)
+
 _STATE = GCState()
 if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX platform has it
     os.register_at_fork(after_in_child=_STATE._after_fork)
@@ -524,4 +552,12 @@ def gc_state() -> GCState:
     return _STATE
 
 
-__all__ = ["OUT_OF_REACH", "GCLease", "GCState", "GCStateStats", "LeaseKind", "gc_state"]
+__all__ = [
+    "INTERPRETER_FROZEN",
+    "OUT_OF_REACH",
+    "GCLease",
+    "GCState",
+    "GCStateStats",
+    "LeaseKind",
+    "gc_state",
+]

@@ -14,11 +14,15 @@ manager, whose yielded mapping becomes ``request.state``::
 
 On startup: the optimizer is made (from the factory, so it belongs to the serving loop) and put on
 ``app.state.memory_optimizer`` / ``app.state.resource_manager``; the application's own lifespan runs (it
-can register and open resources through them); then the optimizer starts, after the application has
-loaded, so freezing the startup heap (``freeze_startup_heap=True``) freezes what startup built. On
-shutdown, in reverse: the application's lifespan exits, the optimizer stops and the resource manager is
-closed. If startup fails half-way, whatever was already started is stopped and closed, then the error
-propagates (the server reports a failed startup).
+can register and open resources through them); then, at the end of startup, the optimizer starts. With
+:class:`GCRequestMiddleware` installed, "the end of startup" is the moment the application reports
+``lifespan.startup.complete`` to the server: after every startup hook, including lifespans nested inside
+this one (FastAPI routers' own lifespans). Without the middleware it is the end of the application's
+lifespan given here. Starting at the end of startup is what lets the optimizer freeze the startup heap
+(see :meth:`~sanaa_async_mem.optimizer.MemoryOptimizer.start_optimization`). On shutdown, in reverse: the
+application's lifespan exits, the optimizer stops (every GC setting restored, the heap unfrozen) and the
+resource manager is closed. If startup fails half-way, whatever was already started is stopped and
+closed, then the error propagates (the server reports a failed startup).
 
 Only Starlette's conventions are used here (``app.state``, ASGI scopes); this module imports nothing from
 Starlette, so it works with any ASGI framework that runs a lifespan context manager.
@@ -27,6 +31,7 @@ Starlette, so it works with any ASGI framework that runs a lifespan context mana
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -45,6 +50,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 AppLifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
+
+# Set by GCRequestMiddleware around a lifespan scope: what memory_lifespan runs when the application
+# reports its startup complete (the middleware sees that message; the lifespan only sees its own part).
+_AT_STARTUP_COMPLETE: contextvars.ContextVar[list[Callable[[], Awaitable[None]]] | None] = (
+    contextvars.ContextVar("sanaa_at_startup_complete", default=None)
+)
 
 
 def memory_lifespan(
@@ -79,20 +90,28 @@ def memory_lifespan(
                 extra = await stack.enter_async_context(lifespan(app))
                 if extra:
                     state.update(extra)
-            await opt.start_optimization()
+            at_complete = _AT_STARTUP_COMPLETE.get()
+            if at_complete is not None:
+                # The middleware starts it once every startup hook has run (nested lifespans included).
+                at_complete.append(lambda: opt.start_optimization(startup_complete=True))
+            else:
+                await opt.start_optimization(startup_complete=True)
             yield state
 
     return run
 
 
 class GCRequestMiddleware:
-    """Pure ASGI middleware: tells the GC scheduler when each HTTP request starts and ends.
+    """Pure ASGI middleware: tells the GC scheduler when each HTTP request starts and ends, and starts the
+    :func:`memory_lifespan` optimizer when the application reports its startup complete.
 
     The scheduler then runs full collections only when no request is in flight (or when its deadline or
     memory cap forces one). The scheduler is ``scheduler`` if given, else the one of the optimizer in the
     lifespan state (``scope["state"]["memory_optimizer"]``); without either the middleware passes requests
-    through untouched. WebSocket and lifespan scopes are not counted: a long-lived connection would keep
-    the loop "busy" for ever.
+    through untouched. WebSocket scopes are not counted: a long-lived connection would keep the loop
+    "busy" for ever. In the lifespan scope it passes every message through and, just before
+    ``lifespan.startup.complete`` reaches the server, starts the optimizer (an error there fails the
+    startup, as a failing startup hook would).
 
     Cost per request: two dict lookups and two counter updates (no allocation, no task, no await of its
     own); see ``benchmarks/service_bench.py``. The request is counted as finished however it ends,
@@ -106,8 +125,12 @@ class GCRequestMiddleware:
         self.scheduler = scheduler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         scheduler = self.scheduler
         if scheduler is None:
@@ -122,3 +145,18 @@ class GCRequestMiddleware:
             await self.app(scope, receive, send)
         finally:
             scheduler.request_finished()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hooks: list[Callable[[], Awaitable[None]]] = []
+
+        async def send_after_hooks(message: Message) -> None:
+            if message.get("type") == "lifespan.startup.complete":
+                while hooks:
+                    await hooks.pop(0)()
+            await send(message)
+
+        token = _AT_STARTUP_COMPLETE.set(hooks)
+        try:
+            await self.app(scope, receive, send_after_hooks)
+        finally:
+            _AT_STARTUP_COMPLETE.reset(token)

@@ -71,7 +71,7 @@ def test_summary_adds_gc_pool_and_timeline_plots(tmp_path: Path, capsys: pytest.
     out = tmp_path / "report.html"
     assert main(["report", str(log), "--summary", str(summary), "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["trend"]["status"] == "stable"
+    assert result["trend"]["status"] == "no_growth"
     assert result["trend"]["threshold"] == 2048
     page = out.read_text()
     for key in ("memory", "top", "gc", "pool", "timeline"):
@@ -141,7 +141,10 @@ def write_run(
         host="box",
         python="3.11",
         library="0.1.0",
-        settings={"leak_threshold": threshold, "analyzer": {"threshold": threshold, "min_samples": 10}},
+        settings={
+            "leak_threshold": threshold,
+            "analyzer": {"threshold": threshold, "min_samples": 10, "min_span": 0.0, "min_leak_span": 10.0},
+        },
     )
     lines = [header.to_json()]
     for i in range(40):

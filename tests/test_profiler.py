@@ -141,7 +141,7 @@ async def test_take_snapshot_measures_process_system_and_gc() -> None:
 async def test_report_is_plain_json_with_recommendations() -> None:
     p = MemoryProfiler(interval=3600)
     report = p.get_memory_report()
-    assert report["trend"]["status"] == "insufficient_data"
+    assert report["trend"]["status"] == "collecting"
     for _ in range(3):
         await p.take_snapshot()
     report = p.get_memory_report()

@@ -172,7 +172,7 @@ async def test_a_verdict_comes_within_two_minutes_whatever_the_snapshot_interval
     await _drive(p, clock, 120.0)
     assert p.ticks == 2  # two stored snapshots ...
     assert p.samples >= 120  # ... but a sample every second, all judged
-    assert p.analyze_memory_trends().status != "insufficient_data"
+    assert p.analyze_memory_trends().status != "collecting"
 
 
 async def test_the_store_gets_a_header_then_records_with_samples_and_verdicts(tmp_path: Path) -> None:

@@ -47,19 +47,19 @@ def first_alarm(
 # --- bad input ---
 
 
-def test_too_few_samples_is_insufficient_data_not_an_alarm() -> None:
+def test_too_few_samples_is_collecting_not_an_alarm() -> None:
     v = TrendAnalyzer(min_samples=10).analyze([0.0, 1.0, 2.0], [1.0, 1e9, 2e9])
-    assert v.status == "insufficient_data"
+    assert v.status == "collecting" and not v.has_slope
     assert not v.is_leak
     assert v.samples == 3
     assert math.isinf(v.slope_high)
     json.dumps(v.as_dict())  # infinite bounds become None
 
 
-def test_short_span_is_insufficient_data() -> None:
+def test_short_span_is_collecting() -> None:
     ts, ys = series(30, slope=1e6, sigma=0)
     v = TrendAnalyzer(min_span=60.0).analyze(ts, ys)
-    assert v.status == "insufficient_data" and not v.is_leak
+    assert v.status == "collecting" and not v.has_slope and not v.is_leak
 
 
 @pytest.mark.parametrize(
@@ -188,7 +188,7 @@ def test_a_warm_up_that_flattens_is_not_a_leak_once_it_has_flattened() -> None:
     assert analyzer.analyze(ts[:100], ys[:100]).is_leak  # while warming up it looks exactly like one
     v = analyzer.analyze(ts, ys)
     assert not v.is_leak
-    assert v.change_point is not None and 100.0 <= v.change_point <= 140.0
+    assert v.status in ("warming_up", "no_growth"), v.explain()
 
 
 @pytest.mark.parametrize(("period", "amplitude"), [(10.0, 2e6), (30.0, 3e6), (60.0, 1e6)])

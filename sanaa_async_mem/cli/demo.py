@@ -495,7 +495,9 @@ def _print_summary(result: dict[str, Any], out: TextIO) -> None:
     )
     slope = trend.get("slope")
     slope_text = (
-        "" if slope is None or trend["status"] == "insufficient_data" else f" at {slope / 1024:+,.1f} KiB/s"
+        ""
+        if slope is None or trend["status"] in ("insufficient_data", "collecting")
+        else f" at {slope / 1024:+,.1f} KiB/s"
     )
     print(
         f"  memory trend:        {trend['status']}{slope_text}   "

@@ -29,6 +29,7 @@ import dataclasses
 import datetime
 import html
 import importlib
+import itertools
 import json
 import math
 import os
@@ -119,14 +120,20 @@ def series(run: Run) -> Series:
     return Series(t0, times, rss, traced)
 
 
-def _analyzer(run: Run, threshold: float) -> TrendAnalyzer:
-    """The analyzer the run used (from its header), with ``threshold``."""
+def _analyzer(run: Run, threshold: float, times: list[float] | None = None) -> TrendAnalyzer:
+    """The analyzer the run used (from its header), with ``threshold``. A log without one (written by an
+    older version, or by hand) is judged on its own sampling interval's scale, as ``sanaa-mem watch`` is:
+    a verdict on 20 samples, a leak on 30."""
     options: dict[str, Any] = {}
     if run.header is not None:
         recorded = run.header.settings.get("analyzer")
         if isinstance(recorded, Mapping):
             known = {f.name for f in dataclasses.fields(TrendAnalyzer)}
             options = {k: v for k, v in recorded.items() if k in known}
+    if not options and times is not None and len(times) >= 2:
+        gaps = sorted(b - a for a, b in itertools.pairwise(times))
+        step = gaps[len(gaps) // 2]
+        options = {"min_span": min(60.0, 20.0 * step), "min_leak_span": min(90.0, 30.0 * step)}
     options["threshold"] = threshold
     options["limit"] = None
     try:
@@ -140,8 +147,9 @@ def judge(run: Run, threshold: float) -> tuple[str, TrendVerdict]:
     bytes when every sample has them, else RSS)."""
     s = series(run)
     if s.traced and len(s.traced) == len(s.times):
-        return "traced", _analyzer(run, threshold).analyze([t for t, _ in s.traced], [v for _, v in s.traced])
-    return "rss", _analyzer(run, threshold).analyze(s.times, s.rss)
+        times = [t for t, _ in s.traced]
+        return "traced", _analyzer(run, threshold, times).analyze(times, [v for _, v in s.traced])
+    return "rss", _analyzer(run, threshold, s.times).analyze(s.times, s.rss)
 
 
 def prepare(

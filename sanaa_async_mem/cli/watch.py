@@ -12,7 +12,6 @@ The loop is synchronous on purpose: it samples one process, with nothing to over
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
 import json
@@ -39,8 +38,6 @@ EXIT_COMMAND_FAILED = 4
 
 # Seconds a started command gets to exit after SIGTERM before it is killed.
 _TERMINATE_GRACE = 5.0
-# An F statistic no break reaches: the trend analyzer then judges the series without change points.
-_NO_CUTS = 1e300
 
 
 class WatchError(Exception):
@@ -177,7 +174,16 @@ class _Watch:
 
     def __init__(self, options: WatchOptions) -> None:
         self.options = options
-        self.analyzer = TrendAnalyzer(threshold=options.threshold, limit=None)
+        # The evidence a verdict needs is counted in samples here (a watch of a few seconds at 0.1 s is
+        # judged like one of minutes at 1 s), up to what a service's profiler needs.
+        step = options.interval
+        self.analyzer = TrendAnalyzer(
+            threshold=options.threshold,
+            limit=None,
+            min_span=min(60.0, 20.0 * step),
+            min_leak_span=min(90.0, 30.0 * step),
+        )
+        self._last: TrendVerdict | None = None
         self.snaps: list[MemorySnapshot] = []
         self.times: list[float] = []
         self.values: list[float] = []
@@ -193,21 +199,9 @@ class _Watch:
         self.values.append(float(value))
 
     def verdict(self) -> TrendVerdict:
-        verdict = self.analyzer.analyze(self.times, self.values)
-        if verdict.change_point is not None and verdict.samples < self.analyzer.min_samples:
-            # The change-point scan can cut a steady, nearly noise-free growth (RSS moves in whole pages) at
-            # a spurious break among the newest samples, leaving too few after it to judge. A break that
-            # fresh does not erase what came before it: a leak until then, or over the whole window judged
-            # without cuts, is reported.
-            end = bisect.bisect_left(self.times, verdict.change_point)
-            uncut = dataclasses.replace(self.analyzer, change_point_f=_NO_CUTS)
-            for second in (
-                self.analyzer.analyze(self.times[:end], self.values[:end]),
-                uncut.analyze(self.times, self.values),
-            ):
-                if second.is_leak:
-                    return second
-        return verdict
+        # Each judgement sees the previous one: a leak once called stays called until the growth stops.
+        self._last = self.analyzer.analyze(self.times, self.values, previous=self._last)
+        return self._last
 
     def frame(self, verdict: TrendVerdict) -> dict[str, Any]:
         last = self.snaps[-1]

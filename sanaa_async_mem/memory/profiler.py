@@ -32,6 +32,7 @@ import asyncio
 import collections
 import dataclasses
 import gc
+import math
 import os
 import socket
 import sys
@@ -76,6 +77,10 @@ _MAX_UNSAVED = 3600
 
 # The analysis sees the history as between _POINTS and 2 * _POINTS equal blocks (bounded work per sample).
 _POINTS = 100
+# Seconds of samples between two judgements of the trend (sooner while collecting, and when a leak is
+# called and a sample falls well below its line: a drop that ends it shows at once).
+_JUDGE_EVERY = 5.0
+_DROP_RECHECK = 64 * 1024
 
 
 class MemoryProfiler:
@@ -163,8 +168,14 @@ class MemoryProfiler:
         positive_int("persistence", persistence, maximum=1_000_000)
         warm = seconds("warmup", warmup) or 0.0
         if analyzer is None:
+            # A verdict on 60 samples and a leak on 90, counted in seconds at 1 Hz (at most 60 s and 90 s):
+            # a profiler sampling faster (tests, short jobs) is judged as soon.
+            step = self.sample_interval
             analyzer = TrendAnalyzer(
-                threshold=self.leak_threshold, min_span=warm, limit=float(self.high_memory_bytes)
+                threshold=self.leak_threshold,
+                min_span=max(warm, min(60.0, 60.0 * step)),
+                min_leak_span=min(90.0, 90.0 * step),
+                limit=float(self.high_memory_bytes),
             )
         elif not isinstance(analyzer, TrendAnalyzer):
             raise ConfigurationError("analyzer", analyzer, "must be a TrendAnalyzer")
@@ -190,6 +201,7 @@ class MemoryProfiler:
         self._unsaved: list[tuple[float, int, int | None]] = []
         self._verdict: TrendVerdict | None = None
         self._judged_seq = -1
+        self._judged_at = -math.inf
         self._leak_run = 0
         self._clear_run = 0
         self._leak_alert_active = False
@@ -382,12 +394,22 @@ class MemoryProfiler:
         return verdict
 
     def _analyze(self) -> TrendVerdict:
-        if self._verdict is not None and self._judged_seq == self.samples:
-            return self._verdict
+        previous = self._verdict
+        if previous is not None and self._judged_seq == self.samples:
+            return previous
         ts, ys = self._series.series(self.analyzer.min_samples)
-        verdict = self.analyzer.analyze(ts, ys)
+        if (
+            previous is not None
+            and previous.status != "collecting"
+            and ts
+            and ts[-1] - self._judged_at < _JUDGE_EVERY
+            and not (previous.is_leak and ys[-1] < previous.level - _DROP_RECHECK)
+        ):
+            return previous  # judged a moment ago: every few seconds is enough (and keeps the cost down)
+        verdict = self.analyzer.analyze(ts, ys, previous=previous)
         self._verdict = verdict
         self._judged_seq = self.samples
+        self._judged_at = ts[-1] if ts else 0.0
         return verdict
 
     async def _after_sample(self) -> None:
@@ -673,10 +695,12 @@ class MemoryProfiler:
         self, verdict: TrendVerdict, current: MemorySnapshot | None, top: tuple[TopConsumer, ...]
     ) -> list[str]:
         out: list[str] = []
-        if verdict.status == "insufficient_data":
+        if verdict.status == "collecting":
+            wait = verdict.seconds_to_verdict
             out.append(
-                f"Not enough history to judge the trend yet ({verdict.samples} of "
-                f"{self.analyzer.min_samples} samples): keep the profiler running."
+                "Collecting data: no verdict on the trend yet"
+                + (f" (about {wait:,.0f} s more)" if wait is not None else "")
+                + ": keep the profiler running."
             )
         elif verdict.is_leak or self._leak_alert_active:
             out.append(
@@ -700,6 +724,10 @@ class MemoryProfiler:
                 )
         elif verdict.status == "growing":
             out.append(f"Memory grows slowly ({verdict.reason}); watch it, it is below the leak threshold.")
+        elif verdict.status == "warming_up":
+            out.append(f"Memory is warming up ({verdict.reason}): no leak unless the growth goes on.")
+        elif verdict.status == "cycling":
+            out.append(f"Memory cycles ({verdict.reason}): a cache filling and being flushed, not a leak.")
         if current is not None and current.rss >= self.high_memory_bytes:
             out.append(
                 f"RSS ({current.rss:,} B) is above the high-memory threshold ({self.high_memory_bytes:,} B):"

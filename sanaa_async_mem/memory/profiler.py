@@ -179,6 +179,9 @@ class MemoryProfiler:
             )
         elif not isinstance(analyzer, TrendAnalyzer):
             raise ConfigurationError("analyzer", analyzer, "must be a TrendAnalyzer")
+        elif analyzer.limit is None:
+            # The time to the limit is projected to the high-memory threshold unless the analyzer has one.
+            analyzer = dataclasses.replace(analyzer, limit=float(self.high_memory_bytes))
         if alerts is not None and not isinstance(alerts, AlertDispatcher):
             raise ConfigurationError("alerts", alerts, "must be an AlertDispatcher or None")
         self.analyzer = analyzer

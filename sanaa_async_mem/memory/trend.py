@@ -83,6 +83,8 @@ _RELEASE_MIN_SAMPLES = 28
 _RAW_RHO_SAMPLES = 128
 # A leak's point estimate must be at least this share of the threshold.
 _MIN_SHARE = 0.5
+# The line's own t statistic below which the drift is not asked (a line that weak is noise, not bent growth).
+_DRIFT_T = 4.0
 # Fewest troughs (low points after drops) a leak under cache cycles is judged on.
 _MIN_TROUGHS = 4
 # Winsorising limit for residual scales, in robust sigmas.
@@ -231,14 +233,14 @@ class TrendAnalyzer:
         # A leak that accelerates is no line over the whole window (its residuals bend, and their
         # autocorrelation widens the interval): the recent half is judged on its own as well.
         half = bisect_left(ts, ts[-1] - span / 2.0)
-        recent = self._judge(ts[half:], ys[half:], was_leak)
+        recent = self._judge(ts[half:], ys[half:], was_leak, drift=False)
         if recent.is_leak and recent.slope > verdict.slope:
             return dataclasses.replace(
                 recent, total_samples=n, reason=recent.reason + f" (the newest half of {_duration(span)})"
             )
         return verdict
 
-    def _judge(self, ts: list[float], ys: list[float], was_leak: bool) -> TrendVerdict:
+    def _judge(self, ts: list[float], ys: list[float], was_leak: bool, *, drift: bool = True) -> TrendVerdict:
         n = len(ts)
         span = ts[-1] - ts[0]
         bt, by, bounds = _bins(ts, ys, min(self.max_bins, max(n // 3, 6)))
@@ -252,6 +254,20 @@ class TrendAnalyzer:
         slope, se = fit.slope, fit.se
         low_one = slope - q_one * se
         significant = low_one > 0.0
+        if drift and not significant and span >= 2.0 * self.min_leak_span and slope > _DRIFT_T * se:
+            # Growth whose rate varies (a leak that follows the traffic) bends away from any line, and the
+            # bent residuals' autocorrelation hides it. Judged as a drift instead (the bins' increments),
+            # it shows; stationary noise, however wandering, has increments that sum to almost nothing.
+            drifting = _drift(bt, by, segments)
+            if drifting is not None:
+                d_slope, d_se, d_dof = drifting
+                d_q_one = _t_quantile(self.confidence, d_dof)
+                if d_slope - d_q_one * d_se > 0.0:
+                    slope, se, dof = d_slope, d_se, d_dof
+                    q_one = d_q_one
+                    q_two = _t_quantile(1.0 - (1.0 - self.confidence) / 2.0, dof)
+                    low_one = slope - q_one * se
+                    significant = True
         # A leak is never called on less than min_leak_span of samples: a minute of a slow ripple or of a
         # warm-up is a straight rising line, and a minute of wandering noise says little of its own scale.
         reaches = (
@@ -769,6 +785,32 @@ def _segmented_fit(
     inflation = (1.0 + rho) / (1.0 - rho) / 0.9  # AR(1) variance inflation, Theil-Sen efficiency ~0.9
     se = scale * math.sqrt(inflation / sxx) if sxx > 0.0 else math.inf
     return _Fit(slope=slope, se=se, rho=rho, raw_rho=raw_rho, used=used, level=level)
+
+
+def _drift(bt: list[float], by: list[float], pieces: list[list[int]]) -> tuple[float, float, float] | None:
+    """The mean rate of the bins' increments within pieces, its standard error (robust scale of the
+    increments' rates) and degrees of freedom; None with too few increments."""
+    rises = 0.0
+    time = 0.0
+    rates: list[float] = []
+    for piece in pieces:
+        for a, b in itertools.pairwise(piece):
+            dt = bt[b] - bt[a]
+            if dt <= 0.0:
+                continue
+            rises += by[b] - by[a]
+            time += dt
+            rates.append((by[b] - by[a]) / dt)
+    k = len(rates)
+    if k < 8 or time <= 0.0:
+        return None
+    mean = rises / time
+    centre = _median(rates)
+    scale = 1.4826 * _median([abs(r - centre) for r in rates])
+    sd = max(scale, math.sqrt(sum((r - mean) ** 2 for r in rates) / (k - 1)) / 2.0)
+    # Increments of neighbouring bins share a bin: their rates correlate (-0.5 for white noise, which makes
+    # this error conservative; near 0 for drifting growth).
+    return mean, sd / math.sqrt(k), float(k - 1)
 
 
 def _recent_fit(

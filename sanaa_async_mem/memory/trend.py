@@ -282,11 +282,17 @@ class TrendAnalyzer:
         slowing = stalled = False
         if significant or was_leak:
             start_after = change_at if cuts else None
+            noise = _noise(ts, ys) if was_leak else (0.0, 0.0)
             p_slow = _RELEASE_P if was_leak else _SLOWING_P
             starts = [ts[-1] - part * span for part in _RECENT]
             starts += [ts[-1] - sec for sec in _RECENT_SECONDS if sec < span * 0.5]
             for since in starts:
                 tail = _recent_fit(ts, ys, since, after=start_after, rho_bins=fit.raw_rho)
+                if tail is not None and was_leak:
+                    # Releasing a leak: the error of a short part's slope from the window's noise, not the
+                    # part's own residuals (a line through a minute of wandering noise soaks up the wander).
+                    floor = _slope_error(ts, since, after=start_after, noise=noise)
+                    tail = (tail[0], max(tail[1], floor), tail[2], tail[3])
                 if tail is None:
                     continue
                 t_slope, t_se, t_dof, t_n = tail
@@ -303,7 +309,7 @@ class TrendAnalyzer:
         level = fit.level
         troughs: _Troughs | None = None
         if drops:
-            troughs = _trough_fit(bt, by, drops, self.confidence)
+            troughs = _trough_fit(ts, ys, bounds, drops, self.confidence)
             last_piece = _last_piece_is_new_growth(bt, by, drops)
             line_leak = significant and reaches and persistent and last_piece
             trough_leak = (
@@ -813,6 +819,40 @@ def _drift(bt: list[float], by: list[float], pieces: list[list[int]]) -> tuple[f
     return mean, sd / math.sqrt(k), float(k - 1)
 
 
+def _noise(ts: list[float], ys: list[float]) -> tuple[float, float]:
+    """The noise's scale (bytes) and lag-1 correlation from the samples' variogram: half the variance of
+    differences one sample apart and up to 60 samples apart, each around its median (which takes a steady
+    growth out), robustly (MAD). Unlike residuals around a line, differences do not soak up the wander."""
+    n = len(ys)
+    if n < 8:
+        return 0.0, 0.0
+
+    def half_var(lag: int) -> float:
+        step = max(1, (n - lag) // 256)
+        d = [ys[i + lag] - ys[i] for i in range(0, n - lag, step)]
+        centre = _median(d)
+        mad = 1.4826 * _median([abs(x - centre) for x in d])
+        return mad * mad / 2.0
+
+    v1 = half_var(1)
+    sill = max(v1, half_var(min(60, n // 3)))
+    rho = min(max(1.0 - v1 / sill, 0.0), 0.995) if sill > 0.0 else 0.0
+    return math.sqrt(sill), rho
+
+
+def _slope_error(ts: list[float], since: float, *, after: float | None, noise: tuple[float, float]) -> float:
+    """The standard error of a least-squares slope over the samples after ``since`` under AR(1) noise of
+    the given scale and lag-1 correlation."""
+    start = bisect_left(ts, max(since, after) if after is not None else since)
+    part = ts[start:]
+    if len(part) < 3:
+        return math.inf
+    mean = sum(part) / len(part)
+    sxx = sum((t - mean) ** 2 for t in part)
+    sigma, rho = noise
+    return sigma * math.sqrt((1.0 + rho) / (1.0 - rho) / sxx) if sxx > 0.0 else math.inf
+
+
 def _recent_fit(
     ts: list[float], ys: list[float], since: float, *, after: float | None, rho_bins: float
 ) -> tuple[float, float, float, int] | None:
@@ -854,8 +894,6 @@ def _recent_fit(
         raw_rho = sum(raw[i] * raw[i + 1] for i in range(m_raw - 1)) / raw_ss
         raw_rho = min(max(raw_rho + (1.0 + 3.0 * raw_rho) / m_raw, 0.0), 0.999)
         rho = max(rho, raw_rho ** (m / k))
-    # ... as is the correlation of the whole window's samples (a few dozen samples say little of it).
-    rho = max(rho, rho_bins ** (m / k))
     rho = min(max(rho, 0.0), _RHO_MAX)
     mean_t = sum(tc) / k
     sxx = sum((t - mean_t) ** 2 for t in tc)
@@ -863,15 +901,20 @@ def _recent_fit(
     return slope, se, max(2.0, (k - 2) * (1.0 - rho) / (1.0 + rho)), m
 
 
-def _trough_fit(bt: list[float], by: list[float], drops: list[_Cut], confidence: float) -> _Troughs | None:
-    """The low point after each drop, and whether they rise: a leak under cache cycles."""
+def _trough_fit(
+    ts: list[float], ys: list[float], bounds: list[tuple[int, int]], drops: list[_Cut], confidence: float
+) -> _Troughs | None:
+    """The low point after each drop, and whether they rise: a leak under cache cycles. Each low point is
+    the lowest sample of the first half of the piece after a drop (a bin's median would sit wherever the
+    drop fell within the bin, and that phase drifts)."""
     points: list[tuple[float, float]] = []
-    edges = [c.index for c in drops] + [len(bt)]
+    edges = [c.index for c in drops] + [len(bounds)]
     for lo, hi in itertools.pairwise(edges):
         if hi - lo < 1:
             continue
-        i = min(range(lo, hi), key=lambda j: by[j])
-        points.append((bt[i], by[i]))
+        first, last = bounds[lo][0], bounds[lo + max(1, (hi - lo) // 2) - 1][1]
+        i = min(range(first, last), key=lambda j: ys[j])
+        points.append((ts[i], ys[i]))
     m = len(points)
     if m < _MIN_TROUGHS:
         return None

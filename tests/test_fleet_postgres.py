@@ -246,20 +246,28 @@ def test_eight_workers_never_exceed_the_budget_through_a_kill_and_a_redis_restar
             "every worker to recover",
         )
         recovered_at = time.monotonic()
-        # No deadlock: every live worker keeps serving after the restart.
+        # No deadlock: every live worker serves again after the restart (once the recovery window of one
+        # TTL is over, leases flow again: a worker left with none gets one from the fair-share give-back).
         mid = fleet.statuses()
-        time.sleep(2)
-        after = fleet.statuses()
-        for i in range(WORKERS):
-            if i == victim:
-                continue
-            assert after[i]["ops"] > mid[i]["ops"], (i, mid[i], after[i])  # type: ignore[index]
-            assert after[i]["outages"] >= 1  # type: ignore[index]
+        live = [i for i in range(WORKERS) if i != victim]
+
+        def all_progressed() -> bool:
+            now = fleet.statuses()
+            return all(now[i] is not None and now[i]["ops"] > mid[i]["ops"] for i in live)  # type: ignore[index]
+
+        _until(all_progressed, TTL + 15, "every worker to serve again after the restart")
+        served_at = time.monotonic()
+        final = fleet.statuses()
+        assert all(final[i]["outages"] >= 1 for i in live)  # type: ignore[index]  # each saw it
         assert all(b is not None for b in before)
         # Re-registered: Redis counts every live worker's leases again, within the budget.
         registered = sum(int(v) for v in admin.hvals(held_key))
         assert 0 < registered <= TOTAL
-        assert checker.peak(outage_at, recovered_at + 2) <= TOTAL
+        assert checker.peak(outage_at, served_at) <= TOTAL
+        print(
+            f"outage to recovery {recovered_at - outage_at:.2f}s, "
+            f"to every worker serving {served_at - outage_at:.2f}s"
+        )
     finally:
         codes = fleet.stop()
         checker.stop.set()

@@ -44,6 +44,7 @@ PG_DSN = os.environ.get("SANAA_PG_DSN", "postgresql://postgres@127.0.0.1:5432/te
 REDIS_URL = os.environ.get("SANAA_REDIS_URL", "redis://127.0.0.1:6379/0")
 TOTAL = 20
 WORKERS = 8
+WARMUP = 2.0  # seconds of load before measuring: every connection is made by then
 
 WORKER = textwrap.dedent(
     """
@@ -52,8 +53,8 @@ WORKER = textwrap.dedent(
     from sanaa_async_mem import AsyncPool
     from sanaa_async_mem.fleet import FleetBudget
 
-    mode, role, redis_url, name, dsn, out, go, seconds, tasks = sys.argv[1:10]
-    seconds, tasks = float(seconds), int(tasks)
+    mode, role, redis_url, name, dsn, out, go, seconds, tasks, warmup = sys.argv[1:11]
+    seconds, tasks, warmup = float(seconds), int(tasks), float(warmup)
     TOTAL, WORKERS = 20, 8
 
     async def connect():
@@ -79,7 +80,7 @@ WORKER = textwrap.dedent(
                 return
             lat = []
             stop_at = time.monotonic() + seconds
-            warm_until = time.monotonic() + 1.0
+            warm_until = time.monotonic() + warmup
             async def one():
                 while True:
                     t0 = time.monotonic()
@@ -91,7 +92,7 @@ WORKER = textwrap.dedent(
                         lat.append(time.monotonic() - t0)
             await asyncio.gather(*(one() for _ in range(tasks)))
             with open(out, "w") as f:
-                json.dump({"latencies": lat, "seconds": seconds - 1.0, "size": pool.stats().size}, f)
+                json.dump({"latencies": lat, "seconds": seconds - warmup, "size": pool.stats().size}, f)
 
     asyncio.run(main())
     """
@@ -118,8 +119,9 @@ def skewed_round(mode: str, seconds: float, tasks: int) -> dict[str, float]:
                 PG_DSN,
                 str(tmp / f"out{i}"),
                 str(go),
-                str(seconds + 1.0),
+                str(seconds + WARMUP),
                 str(tasks),
+                str(WARMUP),
             ]
             procs.append(subprocess.Popen(args))
         deadline = time.monotonic() + 60

@@ -352,6 +352,22 @@ async def test_closing_objects_gives_leases_back_after_the_close_hook(redis_url:
         await _wait_for_async(lambda: _held(rds, name), {budget.holder_id: 0})
 
 
+async def test_a_resource_manager_pool_takes_the_budget_as_a_pool_option(redis_url: str, rds: Any) -> None:
+    from sanaa_async_mem import ResourceManager
+
+    name = _name()
+    budget = FleetBudget(redis_url, name=name, total=1, holder_id="M")
+    async with ResourceManager() as manager:
+        manager.register_factory("db", Conn, max_concurrent=3, budget=budget, timeout=0.5)
+        async with manager.acquire("db") as conn:
+            assert isinstance(conn, Conn)
+            assert await _held(rds, name) == {"M": 1}
+            with pytest.raises(PoolTimeout):  # the pool may grow to 3, the budget says 1
+                async with manager.acquire("db"):
+                    pass
+    assert await _held(rds, name) == {}
+
+
 # ------------------------------------------------------------------------------------- cancellation
 
 

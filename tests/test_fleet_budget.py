@@ -448,6 +448,21 @@ async def _use(pool: AsyncPool[Conn]) -> None:
         await asyncio.sleep(0.002)
 
 
+async def test_an_open_cancelled_while_registering_can_be_retried(redis_url: str, rds: Any) -> None:
+    name = _name()
+    budget = FleetBudget(redis_url, name=name, total=1, holder_id="A")
+    pool: AsyncPool[Conn] = AsyncPool(Conn, max_size=1, budget=budget)
+    opening = asyncio.create_task(pool.open())
+    await asyncio.sleep(0)  # inside the budget's first call to Redis
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    async with pool, pool.acquire():
+        assert await _held(rds, name) == {"A": 1}
+    assert await _held(rds, name) == {}
+    assert budget.stats().held == 0
+
+
 # ------------------------------------------------------------------------------------- fair share
 
 

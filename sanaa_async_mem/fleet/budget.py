@@ -42,6 +42,13 @@ Redis came back empty (restarted without persistence), the first process to re-r
 recovery window of ``ttl`` seconds in which no lease is granted, so every live process has re-registered
 its leases before new ones are given out. A process started for the first time while Redis is empty has
 nothing to re-register and opens no window.
+
+Limits, said plainly: a process cut off from Redis while the others still reach it (a partition, not an
+outage) is reaped after ``ttl`` like a dead one, though it keeps its connections; until it reconnects and
+sheds down, the fleet can exceed ``total`` by what that process holds. Choose ``ttl`` longer than the
+partitions to ride out. Likewise a process started fresh during the recovery window's absence (Redis
+restarted empty and no old process has re-registered yet) is granted leases before the old processes
+re-register, and the fleet can exceed ``total`` until the fair-share give-back brings it back.
 """
 
 from __future__ import annotations
@@ -338,7 +345,8 @@ class FleetBudget:
             await asyncio.shield(self._stopping)
         if self._loop is not None and self._loop is not loop and self._agent is not None:
             raise PoolError(f"fleet budget {self._name!r} is in use on another event loop")
-        self._pools.append(pool)
+        if pool not in self._pools:
+            self._pools.append(pool)
         if self._agent is not None:
             return
         self._loop = loop

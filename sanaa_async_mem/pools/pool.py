@@ -59,7 +59,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Any, Generic, NoReturn, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypedDict, TypeVar, cast
 
 from .. import config
 from .._hooks import call as _call
@@ -69,6 +69,9 @@ from .._stats import Histogram, HistogramSnapshot
 from ..errors import ConfigurationError, PoolClosed, PoolError, PoolExhausted, PoolTimeout
 from ._tasks import TaskSet
 from .waitqueue import WaitQueue
+
+if TYPE_CHECKING:
+    from ..fleet.budget import FleetBudget
 
 __all__ = ["AsyncPool", "PoolOptions", "PoolSettings", "PoolStats", "merge_snapshots", "pool_options"]
 
@@ -192,6 +195,7 @@ class PoolOptions(PoolSettings, total=False):
     reset: Callable[[Any], Any] | None
     close: Callable[[Any], Any] | None
     discard_on: tuple[type[BaseException], ...]
+    budget: FleetBudget | None
 
 
 def pool_options(options: dict[str, Any], param: str | None = None) -> dict[str, Any]:
@@ -410,6 +414,10 @@ class AsyncPool(Generic[T]):
         Log a warning, with the stack of the code that acquired it, when an object is held longer.
     maintenance_interval
         How often the background task checks lifetimes, idle times and ``min_size``.
+    budget
+        A :class:`~sanaa_async_mem.fleet.FleetBudget` shared with other processes: the pool holds an
+        object only while it holds one of the budget's leases (taken before each factory call, within
+        ``create_timeout``; given back once the object is closed). Reusing an idle object costs nothing.
     """
 
     def __init__(
@@ -435,8 +443,15 @@ class AsyncPool(Generic[T]):
         discard_on: tuple[type[BaseException], ...] = (),
         held_warning: float | None = None,
         maintenance_interval: float = 1.0,
+        budget: FleetBudget | None = None,
     ) -> None:
         require_callable("factory", factory, allow_none=False)
+        if budget is not None:
+            from ..fleet.budget import FleetBudget
+
+            if not isinstance(budget, FleetBudget):
+                raise ConfigurationError("budget", budget, "must be a FleetBudget or None")
+        self._budget = budget
         for hook_name, hook in (("check", check), ("alive", alive), ("reset", reset), ("close", close)):
             require_callable(hook_name, hook)
         self._max_size = config.positive_int("max_size", max_size)
@@ -642,6 +657,8 @@ class AsyncPool(Generic[T]):
         if self._state == _CLOSED:
             raise PoolClosed(f"{self._name} is closed and cannot be reopened")
         self._bind(loop)
+        if self._budget is not None:
+            await self._budget._attach(self)
         self._state = _OPEN
         self._is_open = True
         if self._min_size or self._max_idle is not None or self._max_lifetime is not None:
@@ -726,6 +743,8 @@ class AsyncPool(Generic[T]):
         # starts the object's close hook, so wait until no task is left.
         while pending := self._tasks.pending():
             await asyncio.wait(pending)
+        if self._budget is not None:
+            await self._budget._detach(self)  # every object is closed: its leases are back
 
     async def drain(self) -> None:
         """Replace every object (e.g. after a database failover): idle ones are closed now, checked-out
@@ -1146,7 +1165,11 @@ class AsyncPool(Generic[T]):
             entry.held_handle.cancel()
         if self._close is not None:
             assert self._loop is not None
-            self._tasks.spawn(self._loop, self._close_object(entry.obj))
+            closing = self._tasks.spawn(self._loop, self._close_object(entry.obj))
+            if self._budget is not None:  # its lease goes back once it is closed
+                closing.add_done_callback(self._budget_release)
+        elif self._budget is not None:
+            self._budget.release()
         if self._is_open:
             self._grow()
         else:
@@ -1171,16 +1194,55 @@ class AsyncPool(Generic[T]):
         """One factory call (its task is booked by _created): the object and how long it took."""
         started = _clock()
         limit = asyncio.timeout(self._create_timeout)
+        budget = self._budget
+        leased = False
         try:
             async with limit:
+                if budget is not None:
+                    await budget.acquire()  # one lease per object, before it exists
+                    leased = True
                 obj = await _call(self._factory)
-        except TimeoutError as exc:
-            if not limit.expired():
-                raise  # the factory's own timeout: its error, as it is
+        except BaseException as exc:
+            if leased and budget is not None:
+                budget.release()  # no object: its lease goes back
+            if not isinstance(exc, TimeoutError) or not limit.expired():
+                raise  # the factory's own error (or timeout), as it is
+            waited = "" if leased or budget is None else f" (waiting for a lease of budget {budget.name!r})"
             raise PoolTimeout(
                 f"{self._name}: creating an object took longer than create_timeout={self._create_timeout}s"
+                f"{waited}"
             ) from exc
         return obj, _clock() - started
+
+    def _budget_release(self, _task: asyncio.Task[Any]) -> None:
+        assert self._budget is not None
+        self._budget.release()
+
+    def _shed_idle(self, n: int) -> int:
+        """The fleet budget asks for ``n`` objects back (other processes wait): close idle ones (keeping
+        min_size) and retire held ones when they come back, counting those already retired. Returns how
+        many more this gave up."""
+        if not self._is_open:
+            return 0
+        n -= sum(1 for e in self._entries.values() if e.expires_at == -_INF)
+        if n <= 0:
+            return 0
+        left = [n]
+
+        def pick(entry: _Entry[T], surplus: int) -> bool:
+            if left[0] > 0 and surplus > 0:
+                left[0] -= 1
+                return True
+            return False
+
+        given = self._drop_idle(pick)
+        for entry in list(self._entries.values()):
+            if given >= n or len(self._entries) <= self._min_size:
+                break
+            if entry.holder is not None and entry.expires_at != -_INF:
+                entry.expires_at = -_INF  # closed instead of reused when it comes back
+                given += 1
+        return given
 
     def _created(self, task: asyncio.Task[tuple[T, float]]) -> None:
         """Book the outcome of a factory call (the done-callback of its task)."""
@@ -1198,6 +1260,8 @@ class AsyncPool(Generic[T]):
             return
         obj, took = task.result()
         if id(obj) in self._entries:
+            if self._budget is not None:
+                self._budget.release()
             self._creation_failed(
                 PoolError(f"{self._name}: the factory returned an object the pool already holds: {obj!r}")
             )

@@ -87,7 +87,8 @@ def test_a_slope_that_increases_never_downgrades_a_leak(rate: float, factor: flo
     before = analyzer.analyze(ts[:600], ys[:600])
     assert before.is_leak, before.explain()
     bent = [
-        y + (rate * (factor - 1) * (t - ts[600]) if i >= 600 else 0.0) for i, (t, y) in enumerate(zip(ts, ys))
+        y + (rate * (factor - 1) * (t - ts[600]) if i >= 600 else 0.0)
+        for i, (t, y) in enumerate(zip(ts, ys, strict=True))
     ]
     after = analyzer.analyze(ts, bent, previous=before)
     assert after.is_leak, after.explain()

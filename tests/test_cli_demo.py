@@ -188,3 +188,44 @@ def test_a_piped_live_view_ends_its_panel_before_the_summary(tmp_path: Path) -> 
     frames = [line for line in out.splitlines() if "requests" in line and "/s" in line and "│" in line]
     last_frame = frames[-1]
     assert "(0/s" not in last_frame
+
+
+@pytest.mark.parametrize("leak", [True, False])
+def test_every_output_shows_the_same_verdict(tmp_path: Path, leak: bool) -> None:
+    """The plain lines, the final summary, the summary JSON (status, leak flag, alerts, recommendations),
+    the snapshot log's recorded verdicts, `sanaa-mem report` and the HTML report all say the same."""
+    args = ["demo", "--duration", "12", "--interval", "0.1", "--view", "plain", "--report", "r.html"]
+    result = run_cli(*(args + (["--leak"] if leak else [])), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    memory = summary["memory"]
+    status = memory["trend"]["status"]
+    assert (status == "leak") is leak, memory["trend"]
+    assert summary["leak_detected"] is leak and memory["alerts"]["leak_active"] is leak
+    recommendations = " ".join(memory["recommendations"])
+    assert ("grows" in recommendations) is leak and ("No memory problem" in recommendations) is (
+        not leak and status in ("no_growth", "cycling")
+    ), recommendations
+    lines = [line for line in out.splitlines() if line.startswith("t=")]
+    assert f"trend={memory['trend']['label']}" in lines[-1]
+    assert ("LEAK ALERT" in lines[-1]) is leak
+    assert f"memory trend:        {status}" in out and f"leak detected: {'yes' if leak else 'no'}" in out
+    recorded = [
+        json.loads(line)["verdict"]["status"]
+        for line in (tmp_path / "r.jsonl").read_text().splitlines()
+        if json.loads(line).get("verdict")
+    ]
+    assert recorded[-1] == status
+    if leak:  # "leak" at every check from its first alert to the end
+        first = recorded.index("leak")
+        assert all(s == "leak" for s in recorded[first:]), recorded[first:]
+    else:
+        assert "leak" not in recorded
+    report = run_cli("report", "r.jsonl", "--out", "again.html", "--json", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    judged = json.loads(report.stdout)
+    assert judged["trend"]["status"] == status and judged["verdict_source"].startswith("as recorded")
+    assert judged["threshold"] == memory["thresholds"]["leak_bytes_per_second"]
+    page = (tmp_path / "again.html").read_text()
+    assert memory["trend"]["label"] in page

@@ -333,12 +333,12 @@ async def _run(options: DemoOptions, out: TextIO) -> dict[str, Any]:
             "trace_interval": max(0.3, 2 * options.interval),
             # Two verdicts in a row, not three: a short demo must still alert.
             "persistence": 2,
-            # A verdict on 30 samples and a leak on 50 (6 s and 10 s at the default 0.2 s): a service's
-            # profiler asks for a minute and a half of samples, a 20-second demo cannot.
+            # A verdict on 30 samples and a leak on 25 more (6 s and 5 s at the default 0.2 s): a
+            # service's profiler asks for a minute and a half of samples, a 20-second demo cannot.
             "analyzer": TrendAnalyzer(
                 threshold=options.leak_threshold,
                 min_span=max(1.0, 30 * options.interval),
-                min_leak_span=50 * options.interval,
+                min_leak_span=max(1.0, 25 * options.interval),
             ),
         },
     )

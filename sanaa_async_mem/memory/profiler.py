@@ -77,7 +77,7 @@ _MAX_UNSAVED = 3600
 
 # The analysis sees the history as between _POINTS and 2 * _POINTS equal blocks (bounded work per sample).
 _POINTS = 100
-# Seconds of samples between two judgements of the trend (sooner while collecting, and when a leak is
+# Samples between two judgements of the trend (sooner while collecting, and when a leak is
 # called and a sample falls well below its line: a drop that ends it shows at once).
 _JUDGE_EVERY = 5.0
 _DROP_RECHECK = 64 * 1024
@@ -405,7 +405,7 @@ class MemoryProfiler:
             previous is not None
             and previous.status != "collecting"
             and ts
-            and ts[-1] - self._judged_at < _JUDGE_EVERY
+            and ts[-1] - self._judged_at < _JUDGE_EVERY * self.sample_interval
             and not (previous.is_leak and ys[-1] < previous.level - _DROP_RECHECK)
         ):
             return previous  # judged a moment ago: every few seconds is enough (and keeps the cost down)

@@ -168,13 +168,13 @@ class MemoryProfiler:
         positive_int("persistence", persistence, maximum=1_000_000)
         warm = seconds("warmup", warmup) or 0.0
         if analyzer is None:
-            # A verdict on 60 samples and a leak on 90, counted in seconds at 1 Hz (at most 60 s and 90 s):
+            # A verdict on 60 samples and a leak on 80, counted in seconds at 1 Hz (at most 60 s and 80 s):
             # a profiler sampling faster (tests, short jobs) is judged as soon.
             step = self.sample_interval
             analyzer = TrendAnalyzer(
                 threshold=self.leak_threshold,
                 min_span=max(warm, min(60.0, 60.0 * step)),
-                min_leak_span=min(90.0, 90.0 * step),
+                min_leak_span=min(80.0, 80.0 * step),
                 limit=float(self.high_memory_bytes),
             )
         elif not isinstance(analyzer, TrendAnalyzer):

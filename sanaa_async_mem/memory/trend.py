@@ -70,6 +70,8 @@ _RHO_MAX = 0.97
 # One-sided normal quantiles: "the recent slope is significantly below the whole window's" (to call a leak;
 # to release one already called: stricter, so a steady leak does not flap).
 _SLOWING_P = 0.999
+# ... and by a margin that matters: a recent slope at this share of the window's or more is not slowing.
+_SLOW_SHARE = 0.75
 _RELEASE_P = 0.99999
 # The shortest recent window judged on its own (seconds).
 _RECENT_WINDOW_MIN = 300.0
@@ -83,10 +85,10 @@ _RELEASE_MIN_SAMPLES = 28
 _RAW_RHO_SAMPLES = 128
 # A leak's point estimate must be at least this share of the threshold.
 _MIN_SHARE = 0.5
-# The line's own t statistic below which the drift is not asked (a line that weak is noise, not bent growth).
-_DRIFT_T = 4.0
 # Fewest troughs (low points after drops) a leak under cache cycles is judged on.
-_MIN_TROUGHS = 4
+_MIN_TROUGHS = 6
+# The newer half of the troughs must rise at least at this share of the whole set's rate.
+_TROUGH_KEEP = 0.5
 # Winsorising limit for residual scales, in robust sigmas.
 _CLIP = 3.0
 _PAGE = 4096.0
@@ -181,7 +183,7 @@ class TrendAnalyzer:
     min_span: float = 60.0
     max_bins: int = 60
     limit: float | None = None
-    min_leak_span: float = 90.0
+    min_leak_span: float = 80.0
 
     def __post_init__(self) -> None:
         positive_number("threshold", self.threshold)
@@ -254,7 +256,7 @@ class TrendAnalyzer:
         slope, se = fit.slope, fit.se
         low_one = slope - q_one * se
         significant = low_one > 0.0
-        if drift and not significant and span >= 2.0 * self.min_leak_span and slope > _DRIFT_T * se:
+        if drift and not significant and span >= 2.0 * self.min_leak_span and slope > 0.0:
             # Growth whose rate varies (a leak that follows the traffic) bends away from any line, and the
             # bent residuals' autocorrelation hides it. Judged as a drift instead (the bins' increments),
             # it shows; stationary noise, however wandering, has increments that sum to almost nothing.
@@ -282,7 +284,10 @@ class TrendAnalyzer:
         slowing = stalled = False
         if significant or was_leak:
             start_after = change_at if cuts else None
-            noise = _noise(ts, ys) if was_leak else (0.0, 0.0)
+            # The noise of the newest half (where the recent parts lie; a warm-up's steep start would
+            # pass for noise).
+            newest = bisect_left(ts, ts[-1] - span / 2.0)
+            noise = _noise(ts[newest:], ys[newest:]) if was_leak else (0.0, 0.0)
             p_slow = _RELEASE_P if was_leak else _SLOWING_P
             starts = [ts[-1] - part * span for part in _RECENT]
             starts += [ts[-1] - sec for sec in _RECENT_SECONDS if sec < span * 0.5]
@@ -299,7 +304,7 @@ class TrendAnalyzer:
                 if was_leak and t_n < _RELEASE_MIN_SAMPLES:
                     continue  # a leak called is released on longer evidence than it was called on
                 recent = t_slope if recent is None else min(recent, t_slope)
-                if t_slope + _t_quantile(p_slow, t_dof) * t_se < slope:
+                if t_slope < _SLOW_SHARE * slope and t_slope + _t_quantile(p_slow, t_dof) * t_se < slope:
                     slowing = True
                 if t_slope + _t_quantile(p_slow, t_dof) * t_se < _MIN_SHARE * self.threshold:
                     stalled = True
@@ -821,7 +826,7 @@ def _drift(bt: list[float], by: list[float], pieces: list[list[int]]) -> tuple[f
 
 def _noise(ts: list[float], ys: list[float]) -> tuple[float, float]:
     """The noise's scale (bytes) and lag-1 correlation from the samples' variogram: half the variance of
-    differences one sample apart and up to 60 samples apart, each around its median (which takes a steady
+    differences one sample apart and up to 30 samples apart, each around its median (which takes a steady
     growth out), robustly (MAD). Unlike residuals around a line, differences do not soak up the wander."""
     n = len(ys)
     if n < 8:
@@ -835,8 +840,8 @@ def _noise(ts: list[float], ys: list[float]) -> tuple[float, float]:
         return mad * mad / 2.0
 
     v1 = half_var(1)
-    sill = max(v1, half_var(min(60, n // 3)))
-    rho = min(max(1.0 - v1 / sill, 0.0), 0.995) if sill > 0.0 else 0.0
+    sill = max(v1, half_var(min(30, n // 3)))
+    rho = min(max(1.0 - v1 / sill, 0.0), _RHO_MAX) if sill > 0.0 else 0.0
     return math.sqrt(sill), rho
 
 
@@ -927,18 +932,29 @@ def _trough_fit(
     ss = sum((p[1] - mean_y - slope * (p[0] - mean_t)) ** 2 for p in points)
     se = math.sqrt(ss / (m - 2) / sxx)
     qm = _t_quantile(confidence, float(m - 2)) if m - 2 >= 3 else _t_exact_small(confidence, m - 2)
-    return _Troughs(slope=slope, low=slope - qm * se, high=slope + qm * se, count=m)
+    low = slope - qm * se
+    newer = points[m // 2 :]
+    if len(newer) >= 3 and low > 0.0:
+        # The newer troughs must rise as well: a partly flushed cache's low points climb for a few cycles
+        # to where flushing balances filling, then stop (a warm-up of the troughs, not a leak).
+        nt = sum(p[0] for p in newer) / len(newer)
+        ny = sum(p[1] for p in newer) / len(newer)
+        nxx = sum((p[0] - nt) ** 2 for p in newer)
+        newer_slope = sum((p[0] - nt) * (p[1] - ny) for p in newer) / nxx if nxx > 0.0 else 0.0
+        if newer_slope < _TROUGH_KEEP * slope:
+            low = min(low, 0.0)
+    return _Troughs(slope=slope, low=low, high=slope + qm * se, count=m)
 
 
 def _last_piece_is_new_growth(bt: list[float], by: list[float], drops: list[_Cut]) -> bool:
     """After drops, growth counts as a leak only if the piece since the newest drop has lasted well beyond
-    every earlier cycle and risen above everything before the drop: the cycle seen so far would have
-    dropped by now."""
+    every earlier cycle (2.5 times the longest) and risen above everything before the drop: the cycle seen
+    so far would have dropped by now."""
     last = drops[-1]
     starts = [0] + [c.index for c in drops]
     lengths = [bt[min(b, len(bt) - 1)] - bt[a] for a, b in itertools.pairwise(starts)]
     piece = bt[-1] - bt[last.index] if last.index < len(bt) else 0.0
-    if piece < 1.5 * max(lengths, default=0.0):
+    if piece < 2.5 * max(lengths, default=0.0):
         return False
     before = by[: last.index - (1 if last.skip is not None else 0)]
     return bool(before) and by[-1] > max(before)

@@ -54,6 +54,7 @@ LEAK_CHILD = textwrap.dedent(
     kept = []
     start = last = time.monotonic()
     owed = 0.0
+    size = 2048
     while True:
         now = time.monotonic()
         # Temporary work that is freed at once: the allocator's churn around the leak.
@@ -61,9 +62,10 @@ LEAK_CHILD = textwrap.dedent(
         del churn
         owed += 2048.0 * (now - last)  # the leak follows elapsed time, however slow the machine is
         last = now
-        while owed >= 2048.0:
-            kept.append(b"L" * 2048)
-            owed -= 2048.0
+        while owed >= size:
+            # A new object each time: the constant b"L" * 2048 would be folded into one shared object.
+            kept.append(bytes([rng.randrange(256)]) * size)
+            owed -= size
         time.sleep(0.05)
     """
 )

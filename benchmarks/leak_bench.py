@@ -119,6 +119,7 @@ class Series:
     t: np.ndarray
     y: np.ndarray
     shown: Callable[[np.ndarray], np.ndarray] | None = None  # checks that count as "after the shape"
+    shape_at: float = math.nan  # when the shape has shown itself (NaN: not one time, e.g. bursts)
     onset: float = 0.0  # leak families: when the leak (at >= T) starts
     limit: float = math.nan
     sigma: float = 0.0
@@ -200,6 +201,7 @@ def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) 
     white = _loguniform(rng, 4 * KiB, 256 * KiB)
     params: dict[str, Any] = {"white_sd": white}
     shown: Callable[[np.ndarray], np.ndarray] = _after(0.0)
+    shape_at = 0.0
     if family == "warmup_exp":
         tau = rng.uniform(20, 300)
         height = _loguniform(rng, 1 * MiB, 150 * MiB)
@@ -210,6 +212,7 @@ def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) 
         t = _times(rng, duration)
         shape = np.where(t >= t0, height * (1 - np.exp(-(t - t0) / tau)), 0.0)
         shown = _after(settled)
+        shape_at = settled
         params.update(tau=tau, height=height, start=t0, settled=settled)
     elif family == "warmup_ramp":
         t = _times(rng, duration)
@@ -218,6 +221,7 @@ def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) 
         t0 = rng.uniform(0, 120)
         shape = rate * np.clip(t - t0, 0.0, length)
         shown = _after(t0 + length)
+        shape_at = t0 + length
         params.update(rate=rate, length=length, start=t0)
     elif family == "sawtooth":
         t = _times(rng, duration)
@@ -226,6 +230,7 @@ def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) 
         floor = rng.uniform(0.2, 0.6) if rng.random() < 0.5 else 0.0
         shape, first_drop = _sawtooth(rng, t, period, height, floor)
         shown = _after(first_drop)
+        shape_at = first_drop
         params.update(period=period, height=height, floor=floor, first_drop=first_drop)
     elif family == "ar1":
         t = _times(rng, duration)
@@ -237,6 +242,7 @@ def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) 
         t = _times(rng, duration)
         shape, slowest = _ripple(rng, t, int(rng.integers(1, 4)))
         shown = _after(slowest)
+        shape_at = slowest
         params.update(slowest_period=slowest)
     elif family == "steps":
         first = rng.uniform(30, 600)
@@ -249,6 +255,7 @@ def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) 
         for s in at:
             shape += np.where(t >= s, _loguniform(rng, 1 * MiB, 50 * MiB), 0.0)
         shown = _after(at[-1] + 120)
+        shape_at = at[-1] + 120
         params.update(steps=at)
     elif family == "bursts":
         t = _times(rng, duration)
@@ -266,6 +273,7 @@ def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) 
                 ok &= ~((ct >= s) & (ct < e))
             return ok
 
+        shape_at = math.nan
         params.update(bursts=windows)
     elif family == "noise":
         t = _times(rng, duration)
@@ -280,7 +288,7 @@ def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) 
     else:  # pragma: no cover - guarded by FAMILIES
         raise ValueError(family)
     y = _quantise(base + shape + rng.normal(0.0, white, len(t)))
-    return Series(family, seed_set, index, t, y, shown=shown, params=params)
+    return Series(family, seed_set, index, t, y, shown=shown, shape_at=shape_at, params=params)
 
 
 def _leak_noise(rng: np.random.Generator, t: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
@@ -442,7 +450,12 @@ def judge(series: Series, ct: np.ndarray, leak: np.ndarray) -> dict[str, Any]:
         "checks": len(ct),
     }
     if series.shown is not None:
-        out["after_shape"] = bool((live & series.shown(ct)).any())
+        late = live & series.shown(ct)
+        out["after_shape"] = bool(late.any())
+        if late.any() and math.isfinite(series.shape_at):
+            # How long after the shape showed the detector still alerted: what separates "a little slow to
+            # see a warm-up end" from "keeps alerting on it".
+            out["last_alert_after_shape_s"] = float(ct[late][-1]) - series.shape_at
     if series.family in LEAK or series.family in SUB:
         hits = np.nonzero(live)[0]
         first = float(ct[hits[0]]) if len(hits) else None
@@ -510,6 +523,10 @@ def summarise(results: list[dict[str, Any]], detectors: Sequence[str]) -> dict[s
                     "after_shape": _share(rows, "after_shape"),
                     "end_leak": _share(rows, "end_leak"),
                 }
+                lasts = [x["last_alert_after_shape_s"] for x in rows if "last_alert_after_shape_s" in x]
+                if lasts:
+                    m["last_alert_after_shape_median_s"] = statistics.median(lasts)
+                    m["last_alert_after_shape_max_s"] = max(lasts)
                 if family in LEAK or family in SUB:
                     ratios = [x["ratio"] for x in rows if x.get("ratio") is not None]
                     delays = [x["delay"] for x in rows if x.get("delay") is not None]
@@ -569,11 +586,14 @@ def print_summary(summary: dict[str, Any], detectors: Sequence[str], label: str)
         for d in detectors:
             m = e[d]
             cells.append(f"{_pct(m['any_alert'])} / {_pct(m['after_shape'])} / {_pct(m['end_leak'])}")
+        m = e[detectors[0]]
+        med, top = m.get("last_alert_after_shape_median_s"), m.get("last_alert_after_shape_max_s")
+        cells.append(f"{_fmt_s(med)} / {_fmt_s(top)}")
         rows.append(cells)
     print_table(
         f"[{label}] Non-leak families: share of series with any alert / an alert after the shape showed / "
         f"a leak verdict at the end (threshold {THRESHOLD:g} B/s, grace {GRACE:g} s)",
-        ["family", "series", *detectors],
+        ["family", "series", *detectors, f"{detectors[0]}: last late alert s (median / max)"],
         rows,
     )
     rows = []

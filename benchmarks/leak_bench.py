@@ -1,25 +1,70 @@
-"""Leak detection: our trend analyzer against plain least squares (Prometheus ``deriv()``) and first-vs-last.
+"""Leak detection: our online detector against least squares (Prometheus ``deriv()``) and first-vs-last.
 
-One command: ``python -m benchmarks.leak_bench`` (``--quick`` for a smaller corpus, ``--jobs N``).
+One command: ``python -m benchmarks.leak_bench`` (``--quick`` for a smoke run under 2 minutes, ``--jobs N``
+worker processes, ``--series N`` series per family and seed, ``--seed-set tuning|validation|both``,
+``--compare-with DIR`` to add the detector of another checkout, e.g. the commit before a change).
 
-What it measures, all in one run on a fixed-seed corpus:
+**The detector under test ("ours").** When ``sanaa_async_mem.memory.trend`` has ``LeakTracker``, it is the
+online detector: ``tracker = LeakTracker(TrendAnalyzer(threshold=T))`` and ``verdict = tracker.add(t, y)`` for
+every sample (the tracker bounds its history and decides when to re-judge); otherwise every 5 s of series
+time ``TrendAnalyzer(threshold=T).analyze`` judges the samples of the last 3600 s. A check alerts when its
+verdict ``is_leak``. Baselines, judged every 5 s on the same series: ``lsq`` (least-squares slope of the last
+10 minutes >= T, like a ``deriv(x[10m]) > T`` alert) and ``naive`` ((last - first) / span of the last 10
+minutes >= T). Every detector gets the same 60 s grace: no alert counts before t = 60 s.
 
-* **false positives**: >= 10,000 series without a leak (white and autocorrelated noise, steps, warm-ups,
-  sawtooth caches, bursts, spikes), each monitored the way the profiler monitors: the detector judges the
-  series after every sample (1 Hz, 5 minutes), and alerts after 3 consecutive "leak" verdicts, after a
-  60 s grace period that every detector gets alike. A series with any alert is a false positive.
-* **detection delay**: leaks at several rates (1000 B/s among them) under realistic noise (Gaussian jitter,
-  page quantisation, 1% spikes of 1-10 MiB), as a ratio to the statistical limit: the first time at which a
-  3-sigma least-squares test on the true (Gaussian) noise could see that slope.
-* **real processes**: RSS recorded from child Python processes (with and without a leak, doing allocation
-  churn), sampled at 20 Hz and read as 1 Hz (time dilated 20x, so a 20 kB/s real leak reads as 1000 B/s).
-* **the sampler's own cost**: the on-loop time per tick of a :class:`MemoryProfiler` (snapshot + analysis)
-  by history length, the loop lag it adds, the throughput of a busy loop with the profiler at 1 Hz, and
-  the cost of one analysis by series length.
+**The corpus.** Synthetic RSS series at 1 Hz, 20-60 minutes each, with jittered intervals (1 s +-15%) and
+1-4 gaps of 3-20 s, a base level of 50-500 MiB, white noise and page quantisation (4096 B) on every series.
+Two corpora from two seeds: TUNING (``20261124``, what the analyzer may be tuned on) and VALIDATION
+(``20261202``, the headline). Parameter ranges (log-uniform where marked *):
 
-Detectors, each alerting at the 1000 B/s threshold:
-``ours`` (TrendAnalyzer), ``lsq`` (least-squares slope of everything so far >= threshold, what a
-``deriv(x[10m]) > 1000`` alert does), ``naive`` ((last - first) / span >= threshold).
+Non-leak families (threshold 1000 B/s):
+
+* ``warmup_exp``: ``H (1 - exp(-(t - t0)/tau))``, tau 20-300 s, height H* 1-150 MiB, start 0-60 s;
+  white noise* 4-256 KiB. Shape shown once the true rate ``H/tau exp(-(t - t0)/tau)`` < T/2; the series
+  lasts at least 15 minutes beyond that.
+* ``warmup_ramp``: a linear ramp at 5-100 x T for 1-10 minutes, starting at 0-120 s, then flat; noise as
+  above. Shape shown when the ramp stops.
+* ``sawtooth``: cache cycles of period 1-10 minutes (each jittered +-20%), teeth of height* 1-50 MiB
+  (+-20% each), full drops or (half the series) partial drops to 20-60% of the height. Shown after the
+  first drop.
+* ``ar1``: AR(1) wander at 1 Hz, coefficient 0.5-0.9 (half the series) or 0.9-0.98, stationary sd*
+  64 KiB-4 MiB. Stationary: any alert counts.
+* ``ripple``: 1-3 GC-like sinusoids, periods* 2 s-10 min, amplitudes* 64 KiB-8 MiB, random phases. Shown
+  after one period of the slowest sinusoid (before it, a slow ripple's rising half is a warm-up).
+* ``steps``: 1-4 steps of height* 1-50 MiB, the first at 30-600 s, then 2-10 minutes apart. Shown 2
+  minutes after the last step.
+* ``bursts``: 1 + Poisson(3) bursts of height* 1-50 MiB lasting 5-180 s, that return. Counted except
+  during a burst and the 2 minutes after it.
+* ``noise``: white noise* 4 KiB-2 MiB with 1% single-sample spikes of 1-20 MiB; in half the series also a
+  weak AR(1) (0.3-0.8, sd* 16-512 KiB) and a ripple. Stationary: any alert counts.
+
+Leak families (growth from the onset, 0 or, in half the series, 0-30% into the series):
+
+* ``leak_1000``, ``leak_2000``, ``leak_5000``, ``leak_20000``: linear leaks at that many B/s under white
+  noise* 4-256 KiB plus, each with probability 1/2, AR(1) noise (0.3-0.9, sd* 16 KiB-1 MiB), 1% spikes
+  of 1-10 MiB, and (probability 0.3) a sawtooth on top (period 1-10 min, height* 0.5-8 MiB).
+* ``leak_accel``: a rate growing linearly from 0 to 3-8 x T over the series (``y = r t^2 / 2D``) under the
+  same noise; the leak counts from the time its rate reaches T.
+* ``sub_300``: 300 B/s growth under the same noise, below the threshold: alerts are reported, not
+  targeted (fewer is right).
+
+If a leak series' noise is so strong that the limit below exceeds 40% of its length, the noise is scaled
+down until it does not (every leak must be detectable within the series).
+
+**Metrics per family and detector.** Share of series with any alert; with an alert after the shape has
+shown itself (see above); whose last verdict is a leak. For leak families: the delay from the onset to the
+first alert, as a ratio to ``max(limit, grace)`` where the limit is the first time a 3-sigma least-squares
+slope test with the series' TRUE noise (sd and lag-1 autocorrelation of the noise actually added, variance
+inflated by (1 + rho) / (1 - rho)) sees the slope (T for ``leak_accel``, from the time the rate reaches T);
+the share missed; the share that flaps (a non-leak verdict after the first alert); the share with an alert
+before the onset. Targets (validation seed): after-shape alerts <= 1% in every non-leak family, no
+end-of-series leak verdict for a non-leak series, median delay <= 1.5x and p90 <= 2x the limit, no leak
+missed.
+
+**The sampler's cost.** CPU of an idle asyncio process with a ``MemoryProfiler(interval=60)`` (default
+1 s sample interval) against the same process without, over 60 s (psutil ``cpu_times``); the time to the
+first verdict that is neither "collecting" nor "insufficient_data" with default settings; the cost of one
+analysis by series length.
 """
 
 from __future__ import annotations
@@ -27,6 +72,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import dataclasses
+import importlib
+import importlib.util
+import json
 import math
 import os
 import statistics
@@ -34,359 +83,640 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
-import psutil
 
-from benchmarks._harness import percentile, print_table, ratio, write_results
-from sanaa_async_mem.memory.profiler import MemoryProfiler
-from sanaa_async_mem.memory.snapshots import MemorySnapshot
-from sanaa_async_mem.memory.trend import TrendAnalyzer
+from benchmarks._harness import percentile, print_table, write_results
 
-SEED = 20261124
+SEEDS = {"tuning": 20261124, "validation": 20261202}
 THRESHOLD = 1000.0
-GRACE = 60.0  # seconds before any detector may alert (warm-up grace, same for all)
-PERSISTENCE = 3  # consecutive "leak" verdicts before an alert (the profiler's default)
-N_FP = 300  # samples per no-leak series (5 minutes at 1 Hz)
-N_LEAK = 600
-MiB = 1024 * 1024
-FAMILIES = ("noise", "noise_ar", "step", "warmup", "sawtooth", "bursts", "mixed")
-# (rate B/s, Gaussian sigma B): limits from 68 s to 195 s, all beyond the grace period.
-# 300 B/s is growth below the threshold: there, fewer alerts is right.
-LEAKS = ((1000.0, 64 * 1024), (1000.0, 256 * 1024), (3000.0, 256 * 1024), (10_000.0, MiB), (300.0, 16 * 1024))
-
-DETECTORS = ("ours", "lsq", "naive")
-
-
-# --- corpus ---
+GRACE = 60.0
+CHECK_EVERY = 5.0  # seconds of series time between checks (baselines; ours without a LeakTracker)
+WINDOW_OURS = 3600.0
+WINDOW_BASELINE = 600.0
+KiB = 1024.0
+MiB = 1024.0 * 1024.0
+NO_LEAK = ("warmup_exp", "warmup_ramp", "sawtooth", "ar1", "ripple", "steps", "bursts", "noise")
+LEAK_RATES = {"leak_1000": 1000.0, "leak_2000": 2000.0, "leak_5000": 5000.0, "leak_20000": 20000.0}
+LEAK = (*LEAK_RATES, "leak_accel")
+SUB = ("sub_300",)
+FAMILIES = (*NO_LEAK, *LEAK, *SUB)
+BASELINES = ("lsq", "naive")
 
 
-def no_leak_series(family: str, index: int, n: int = N_FP) -> np.ndarray:
-    rng = np.random.default_rng([SEED, FAMILIES.index(family), index])
-    t = np.arange(n, dtype=float)
-    base = rng.uniform(50, 500) * MiB
-    sigma = math.exp(rng.uniform(math.log(4096), math.log(MiB)))
-    y = base + rng.normal(0.0, sigma, n)
-    if family == "noise_ar":
-        rho = rng.uniform(0.3, 0.9)
-        e = rng.normal(0.0, sigma, n)
-        ar = np.empty(n)
-        ar[0] = e[0]
-        for i in range(1, n):
-            ar[i] = rho * ar[i - 1] + math.sqrt(1 - rho * rho) * e[i]
-        y = base + ar
-    elif family == "step":
-        # One step (a cache filled, a pool grew) at any time; in 30% of series a second one, at least
-        # two minutes later (a staircase of steps every few seconds is growth, not a step).
-        first = rng.uniform(5, n - 5)
-        y = y + np.where(t >= first, rng.uniform(0.2, 20) * MiB, 0.0)
-        if rng.random() < 0.3 and first + 120 < n - 5:
-            y = y + np.where(t >= rng.uniform(first + 120, n - 5), rng.uniform(0.2, 20) * MiB, 0.0)
-    elif family == "warmup":
-        end = rng.uniform(10, 45)
-        height = rng.uniform(0.5, 30) * MiB
-        if rng.random() < 0.5:
-            y = y + height * np.minimum(t / end, 1.0)
-        else:  # decelerating (exponential) growth that reaches its plateau at `end`
-            tau = end / 3.0
-            y = y + height * np.minimum((1.0 - np.exp(-t / tau)) / (1.0 - math.exp(-end / tau)), 1.0)
-    elif family == "sawtooth":
-        period = rng.uniform(5, 30)
-        amplitude = rng.uniform(0.2, 8) * MiB
-        y = y + amplitude * ((t + rng.uniform(0, period)) % period) / period
-    elif family == "bursts":
-        for _ in range(rng.poisson(4)):
-            start = rng.uniform(0, n)
-            y = y + np.where((t >= start) & (t < start + rng.uniform(1, 20)), rng.uniform(1, 30) * MiB, 0.0)
-    elif family == "mixed":
-        period = rng.uniform(5, 30)
-        y = y + rng.uniform(0.2, 4) * MiB * ((t % period) / period)
-        spikes = rng.random(n) < 0.01
-        y = y + spikes * rng.uniform(1, 10, n) * MiB
-    return np.round(y / 4096.0) * 4096.0  # RSS moves in pages
+# --- the corpus ---------------------------------------------------------------------------------------
 
 
-def leak_series(rate: float, sigma: float, index: int, n: int = N_LEAK) -> np.ndarray:
-    rng = np.random.default_rng([SEED, 99, int(rate), int(sigma), index])
-    t = np.arange(n, dtype=float)
-    y = rng.uniform(50, 500) * MiB + rate * t + rng.normal(0.0, sigma, n)
-    spikes = rng.random(n) < 0.01
-    y = y + spikes * rng.uniform(1, 10, n) * MiB
+@dataclasses.dataclass
+class Series:
+    family: str
+    seed_set: str
+    index: int
+    t: np.ndarray
+    y: np.ndarray
+    shown: Callable[[np.ndarray], np.ndarray] | None = None  # checks that count as "after the shape"
+    shape_at: float = math.nan  # when the shape has shown itself (NaN: not one time, e.g. bursts)
+    onset: float = 0.0  # leak families: when the leak (at >= T) starts
+    limit: float = math.nan
+    sigma: float = 0.0
+    rho: float = 0.0
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def _times(rng: np.random.Generator, duration: float) -> np.ndarray:
+    n = int(duration) + 1
+    dt = 1.0 + rng.uniform(-0.15, 0.15, n)
+    for _ in range(int(rng.integers(1, 5))):
+        dt[int(rng.integers(10, n - 10))] += rng.uniform(3.0, 20.0)
+    t = np.concatenate(([0.0], np.cumsum(dt[1:])))
+    return t[t <= duration]
+
+
+def _ar1(rng: np.random.Generator, t: np.ndarray, rho: float, sd: float) -> np.ndarray:
+    """AR(1) noise with coefficient ``rho`` per second (per elapsed second across gaps), stationary sd."""
+    e = rng.normal(0.0, sd, len(t))
+    out = np.empty(len(t))
+    out[0] = e[0]
+    dts = np.diff(t, prepend=t[0])
+    for i in range(1, len(t)):
+        r = rho ** dts[i]
+        out[i] = r * out[i - 1] + math.sqrt(1.0 - r * r) * e[i]
+    return out
+
+
+def _spikes(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
+    return np.where(rng.random(n) < 0.01, rng.uniform(lo, hi, n), 0.0)
+
+
+def _ripple(rng: np.random.Generator, t: np.ndarray, count: int) -> tuple[np.ndarray, float]:
+    out = np.zeros(len(t))
+    slowest = 0.0
+    for _ in range(count):
+        period = _loguniform(rng, 2.0, 600.0)
+        amp = _loguniform(rng, 64 * KiB, 8 * MiB)
+        out += amp * np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi))
+        slowest = max(slowest, period)
+    return out, slowest
+
+
+def _sawtooth(
+    rng: np.random.Generator, t: np.ndarray, period: float, height: float, floor: float
+) -> tuple[np.ndarray, float]:
+    """Teeth from 0 (the first) or ``floor`` x height (later) up to ~height, then a drop; first drop time."""
+    out = np.zeros(len(t))
+    start = 0.0
+    first_drop = math.inf
+    low = 0.0
+    while start < t[-1]:
+        p = period * rng.uniform(0.8, 1.2)
+        peak = height * rng.uniform(0.8, 1.2)
+        sel = (t >= start) & (t < start + p)
+        out[sel] = low + (peak - low) * (t[sel] - start) / p
+        start += p
+        first_drop = min(first_drop, start)
+        low = floor * height
+    return out, first_drop
+
+
+def _quantise(y: np.ndarray) -> np.ndarray:
     return np.round(y / 4096.0) * 4096.0
 
 
-def statistical_limit(rate: float, sigma: float, dt: float = 1.0) -> float:
-    """First time (s) at which a 3-sigma least-squares test on Gaussian noise sigma sees ``rate``."""
-    for k in range(3, 100_000):
-        sxx = k * (k * k - 1) / 12.0 * dt * dt  # sum of squared deviations of k equally spaced times
-        if rate * math.sqrt(sxx) >= 3.0 * sigma:
-            return (k - 1) * dt
-    return math.inf
+def _after(at: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda ct: ct >= at
 
 
-# --- detectors ---
+def no_leak_series(family: str, seed_set: str, index: int, quick: bool = False) -> Series:
+    rng = np.random.default_rng([SEEDS[seed_set], FAMILIES.index(family), index])
+    duration = rng.uniform(900, 1200) if quick else rng.uniform(1200, 3600)
+    base = rng.uniform(50, 500) * MiB
+    white = _loguniform(rng, 4 * KiB, 256 * KiB)
+    params: dict[str, Any] = {"white_sd": white}
+    shown: Callable[[np.ndarray], np.ndarray] = _after(0.0)
+    shape_at = 0.0
+    if family == "warmup_exp":
+        tau = rng.uniform(20, 300)
+        height = _loguniform(rng, 1 * MiB, 150 * MiB)
+        t0 = rng.uniform(0, 60)
+        ratio_ = 2 * height / (tau * THRESHOLD)
+        settled = t0 + (tau * math.log(ratio_) if ratio_ > 1 else 0.0)
+        duration = min(max(duration, settled + 900), 3600.0)
+        t = _times(rng, duration)
+        shape = np.where(t >= t0, height * (1 - np.exp(-(t - t0) / tau)), 0.0)
+        shown = _after(settled)
+        shape_at = settled
+        params.update(tau=tau, height=height, start=t0, settled=settled)
+    elif family == "warmup_ramp":
+        t = _times(rng, duration)
+        rate = rng.uniform(5, 100) * THRESHOLD
+        length = rng.uniform(60, 600)
+        t0 = rng.uniform(0, 120)
+        shape = rate * np.clip(t - t0, 0.0, length)
+        shown = _after(t0 + length)
+        shape_at = t0 + length
+        params.update(rate=rate, length=length, start=t0)
+    elif family == "sawtooth":
+        t = _times(rng, duration)
+        period = rng.uniform(60, 600)
+        height = _loguniform(rng, 1 * MiB, 50 * MiB)
+        floor = rng.uniform(0.2, 0.6) if rng.random() < 0.5 else 0.0
+        shape, first_drop = _sawtooth(rng, t, period, height, floor)
+        shown = _after(first_drop)
+        shape_at = first_drop
+        params.update(period=period, height=height, floor=floor, first_drop=first_drop)
+    elif family == "ar1":
+        t = _times(rng, duration)
+        rho = rng.uniform(0.5, 0.9) if rng.random() < 0.5 else rng.uniform(0.9, 0.98)
+        sd = _loguniform(rng, 64 * KiB, 4 * MiB)
+        shape = _ar1(rng, t, rho, sd)
+        params.update(rho=rho, sd=sd)
+    elif family == "ripple":
+        t = _times(rng, duration)
+        shape, slowest = _ripple(rng, t, int(rng.integers(1, 4)))
+        shown = _after(slowest)
+        shape_at = slowest
+        params.update(slowest_period=slowest)
+    elif family == "steps":
+        first = rng.uniform(30, 600)
+        at = [first]
+        for _ in range(int(rng.integers(0, 4))):
+            at.append(at[-1] + rng.uniform(120, 600))
+        duration = max(duration, at[-1] + 600)
+        t = _times(rng, duration)
+        shape = np.zeros(len(t))
+        for s in at:
+            shape += np.where(t >= s, _loguniform(rng, 1 * MiB, 50 * MiB), 0.0)
+        shown = _after(at[-1] + 120)
+        shape_at = at[-1] + 120
+        params.update(steps=at)
+    elif family == "bursts":
+        t = _times(rng, duration)
+        shape = np.zeros(len(t))
+        windows = []
+        for _ in range(1 + int(rng.poisson(3))):
+            s = rng.uniform(0, duration - 300)
+            e = s + rng.uniform(5, 180)
+            shape += np.where((t >= s) & (t < e), _loguniform(rng, 1 * MiB, 50 * MiB), 0.0)
+            windows.append((s, e + 120))
+
+        def shown(ct: np.ndarray, windows: list[tuple[float, float]] = windows) -> np.ndarray:
+            ok = np.ones(len(ct), dtype=bool)
+            for s, e in windows:
+                ok &= ~((ct >= s) & (ct < e))
+            return ok
+
+        shape_at = math.nan
+        params.update(bursts=windows)
+    elif family == "noise":
+        t = _times(rng, duration)
+        white = _loguniform(rng, 4 * KiB, 2 * MiB)
+        shape = _spikes(rng, len(t), 1 * MiB, 20 * MiB)
+        params.update(white_sd=white)
+        if rng.random() < 0.5:
+            shape = shape + _ar1(rng, t, rng.uniform(0.3, 0.8), _loguniform(rng, 16 * KiB, 512 * KiB))
+            rip, _ = _ripple(rng, t, 1)
+            shape = shape + rip * 0.1
+            params.update(mixed=True)
+    else:  # pragma: no cover - guarded by FAMILIES
+        raise ValueError(family)
+    y = _quantise(base + shape + rng.normal(0.0, white, len(t)))
+    return Series(family, seed_set, index, t, y, shown=shown, shape_at=shape_at, params=params)
 
 
-def first_alarm_baselines(y: np.ndarray, dt: float = 1.0) -> dict[str, float | None]:
-    """Alarm times (s) of the least-squares and first-vs-last rules judged after every sample."""
-    n = len(y)
-    t = np.arange(n) * dt
-    k = np.arange(1, n + 1, dtype=float)
-    st, sy = np.cumsum(t), np.cumsum(y)
-    stt, sty = np.cumsum(t * t), np.cumsum(t * y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sxx = stt - st * st / k
-        slope_lsq = (sty - st * sy / k) / sxx
-        slope_naive = (y - y[0]) / t
-    out: dict[str, float | None] = {}
-    start = math.ceil(GRACE / dt)
-    for name, slope in (("lsq", slope_lsq), ("naive", slope_naive)):
-        hit = slope >= THRESHOLD
-        hit[:start] = False
-        out[name] = _first_run(hit, dt)
-    return out
+def _leak_noise(rng: np.random.Generator, t: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    n = len(t)
+    white = _loguniform(rng, 4 * KiB, 256 * KiB)
+    noise = rng.normal(0.0, white, n)
+    params: dict[str, Any] = {"white_sd": white}
+    if rng.random() < 0.5:
+        rho = rng.uniform(0.3, 0.9)
+        sd = _loguniform(rng, 16 * KiB, 1 * MiB)
+        noise += _ar1(rng, t, rho, sd)
+        params.update(ar_rho=rho, ar_sd=sd)
+    if rng.random() < 0.5:
+        noise += _spikes(rng, n, 1 * MiB, 10 * MiB)
+        params.update(spikes=True)
+    if rng.random() < 0.3:
+        saw, _ = _sawtooth(rng, t, rng.uniform(60, 600), _loguniform(rng, 0.5 * MiB, 8 * MiB), 0.0)
+        noise += saw
+        params.update(sawtooth=True)
+    return noise, params
 
 
-def _first_run(hit: np.ndarray, dt: float) -> float | None:
-    run = 0
-    for i, h in enumerate(hit):
-        run = run + 1 if h else 0
-        if run >= PERSISTENCE:
-            return float(i * dt)
-    return None
+def _limit(t: np.ndarray, start: float, rate: float, sigma: float, rho: float) -> float:
+    """Seconds after ``start`` until a 3-sigma least-squares slope test (AR(1)-inflated) sees ``rate``."""
+    tt = t[t >= start]
+    if len(tt) < 3:
+        return math.inf
+    k = np.arange(1, len(tt) + 1, dtype=float)
+    s1 = np.cumsum(tt - start)
+    s2 = np.cumsum((tt - start) ** 2)
+    sxx = s2 - s1 * s1 / k
+    need = 3.0 * sigma * math.sqrt((1.0 + rho) / (1.0 - rho))
+    ok = np.nonzero(rate * np.sqrt(np.maximum(sxx, 0.0)) >= need)[0]
+    return float(tt[ok[0]] - start) if len(ok) else math.inf
 
 
-def first_alarm_ours(analyzer: TrendAnalyzer, y: Sequence[float], dt: float = 1.0) -> float | None:
-    """The first alert time (s), exactly as if judged after every sample, at a third of the cost.
-
-    Any run of PERSISTENCE (3) consecutive leak verdicts contains a multiple of 3, so only those samples
-    are judged first, and a run is measured around each hit.
-    """
-    ts = [i * dt for i in range(len(y))]
-    ys = [float(v) for v in y]
-    start = math.ceil(GRACE / dt)
-    cache: dict[int, bool] = {}
-
-    def leak(i: int) -> bool:
-        if i < start:
-            return False
-        if i not in cache:
-            cache[i] = analyzer.analyze(ts[: i + 1], ys[: i + 1]).is_leak
-        return cache[i]
-
-    first = start + (-start) % PERSISTENCE
-    for j in range(first, len(ys), PERSISTENCE):
-        if not leak(j):
-            continue
-        lo = j
-        while lo - 1 >= start and lo - 1 > j - PERSISTENCE and leak(lo - 1):
-            lo -= 1
-        hi = j
-        while hi - lo + 1 < PERSISTENCE and hi + 1 < len(ys) and leak(hi + 1):
-            hi += 1
-        if hi - lo + 1 >= PERSISTENCE:
-            return float((lo + PERSISTENCE - 1) * dt)
-    return None
+def _noise_model(noise: np.ndarray) -> tuple[float, float]:
+    c = noise - noise.mean()
+    ss = float(np.dot(c, c))
+    rho = float(np.dot(c[1:], c[:-1]) / ss) if ss > 0 else 0.0
+    return math.sqrt(ss / len(c)), min(max(rho, 0.0), 0.995)
 
 
-def _analyzer() -> TrendAnalyzer:
-    return TrendAnalyzer(threshold=THRESHOLD, min_span=GRACE)
-
-
-def _judge_no_leak(job: tuple[str, int, int]) -> dict[str, Any]:
-    family, lo, hi = job
-    analyzer = _analyzer()
-    counts = dict.fromkeys(DETECTORS, 0)
-    seconds = 0.0
-    for i in range(lo, hi):
-        y = no_leak_series(family, i)
-        base = first_alarm_baselines(y)
-        for name in ("lsq", "naive"):
-            counts[name] += base[name] is not None
-        t0 = time.perf_counter()
-        counts["ours"] += first_alarm_ours(analyzer, y) is not None
-        seconds += time.perf_counter() - t0
-    return {"family": family, "n": hi - lo, "alarms": counts, "seconds": seconds}
-
-
-def _judge_leak(job: tuple[float, float, int, int]) -> dict[str, Any]:
-    rate, sigma, lo, hi = job
-    analyzer = _analyzer()
-    delays: dict[str, list[float | None]] = {d: [] for d in DETECTORS}
-    for i in range(lo, hi):
-        y = leak_series(rate, sigma, i)
-        base = first_alarm_baselines(y)
-        delays["lsq"].append(base["lsq"])
-        delays["naive"].append(base["naive"])
-        delays["ours"].append(first_alarm_ours(analyzer, y))
-    return {"rate": rate, "sigma": sigma, "delays": delays}
-
-
-def run_corpus(n_per_family: int, n_leak: int, jobs: int) -> dict[str, Any]:
-    chunk = 50
-    no_leak_jobs = [
-        (family, lo, min(lo + chunk, n_per_family))
-        for family in FAMILIES
-        for lo in range(0, n_per_family, chunk)
-    ]
-    leak_jobs = [
-        (rate, sigma, lo, min(lo + 25, n_leak)) for rate, sigma in LEAKS for lo in range(0, n_leak, 25)
-    ]
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        no_leak = list(pool.map(_judge_no_leak, no_leak_jobs))
-        leaks = list(pool.map(_judge_leak, leak_jobs))
-    fp: dict[str, dict[str, Any]] = {}
-    for r in no_leak:
-        agg = fp.setdefault(r["family"], {"n": 0, "alarms": dict.fromkeys(DETECTORS, 0)})
-        agg["n"] += r["n"]
-        for d in DETECTORS:
-            agg["alarms"][d] += r["alarms"][d]
-    delay: dict[str, dict[str, Any]] = {}
-    for r in leaks:
-        key = f"{r['rate']:g} B/s, sigma {r['sigma'] / 1024:g} KiB"
-        agg = delay.setdefault(
-            key, {"rate": r["rate"], "sigma": r["sigma"], "delays": {d: [] for d in DETECTORS}}
-        )
-        for d in DETECTORS:
-            agg["delays"][d].extend(r["delays"][d])
-    for agg in delay.values():
-        agg["limit"] = statistical_limit(agg["rate"], agg["sigma"])
-    return {"false_positives": fp, "leaks": delay}
-
-
-# --- real processes ---
-
-CHILD = textwrap.dedent(
-    """
-    import random, sys, time
-    kind, real_rate = sys.argv[1], float(sys.argv[2])
-    rng = random.Random(kind)
-    kept, cache = [], {}
-    start = last = time.monotonic()
-    print("ready", flush=True)
+def leak_series(family: str, seed_set: str, index: int, quick: bool = False) -> Series:
+    rng = np.random.default_rng([SEEDS[seed_set], FAMILIES.index(family), index])
+    duration = rng.uniform(900, 1200) if quick else rng.uniform(1200, 3600)
+    t = _times(rng, duration)
+    base = rng.uniform(50, 500) * MiB
+    raw_noise, params = _leak_noise(rng, t)
+    if family == "leak_accel":
+        top = rng.uniform(3, 8) * THRESHOLD
+        growth = top * t * t / (2 * t[-1])
+        onset = THRESHOLD * t[-1] / top
+        rate = THRESHOLD
+        params.update(top_rate=top)
+    else:
+        rate = LEAK_RATES.get(family, 300.0)
+        onset = rng.uniform(0, 0.3 * t[-1]) if rng.random() < 0.5 else 0.0
+        growth = rate * np.clip(t - onset, 0.0, None)
+    scale = 1.0
     while True:
-        now = time.monotonic()
-        churn = [{"k": i, "v": "x" * rng.randrange(10, 2000)} for i in range(rng.randrange(50, 400))]
-        del churn
-        if kind == "warmup" and now - start < 2.0:
-            kept.append(bytearray(b"w" * 100_000))
-        if kind == "lru":
-            cache[rng.random()] = "c" * rng.randrange(100, 5000)
-            if len(cache) > 200:
-                cache.clear()
-        if real_rate:
-            # Leak by elapsed time, not per iteration: the rate holds however slow the machine is.
-            kept.append(b"L" * int(real_rate * (now - last)))
-        last = now
-        time.sleep(0.01)
-    """
-)
-
-REAL_CHILDREN = (
-    ("churn", 0.0, False),
-    ("warmup", 0.0, False),
-    ("lru", 0.0, False),
-    ("leak-1000", 20_000.0, True),  # 20 kB/s real = 1000 B/s after the 20x time dilation
-    ("leak-3000", 60_000.0, True),
-    ("lru-leak-1000", 20_000.0, True),
-)
-DILATION = 20.0
+        y = _quantise(base + growth + scale * raw_noise)
+        sigma, rho = _noise_model(y - base - growth)
+        limit = _limit(t, onset, rate, sigma, rho)
+        if family in SUB or limit <= 0.4 * t[-1] or scale < 1e-3:
+            break
+        scale *= 0.7
+    params.update(rate=rate, noise_scale=scale)
+    return Series(
+        family, seed_set, index, t, y, onset=onset, limit=limit, sigma=sigma, rho=rho, params=params
+    )
 
 
-def record_real(seconds: float) -> list[dict[str, Any]]:
-    procs = []
-    for name, real_rate, _ in REAL_CHILDREN:
-        kind = "lru" if name.startswith("lru") else name.split("-")[0]
-        procs.append(
-            subprocess.Popen([sys.executable, "-c", CHILD, kind, str(real_rate)], stdout=subprocess.PIPE)
+def make_series(family: str, seed_set: str, index: int, quick: bool = False) -> Series:
+    if family in NO_LEAK:
+        return no_leak_series(family, seed_set, index, quick)
+    return leak_series(family, seed_set, index, quick)
+
+
+# --- detectors ----------------------------------------------------------------------------------------
+
+
+def load_checkout_trend(path: str) -> ModuleType:
+    """``sanaa_async_mem.memory.trend`` of another checkout, imported under another package name."""
+    root = Path(path).expanduser().resolve() / "sanaa_async_mem"
+    if not (root / "__init__.py").is_file():
+        raise SystemExit(f"--compare-with {path}: no sanaa_async_mem package in it")
+    alias = "_sanaa_leak_" + "".join(c if c.isalnum() else "_" for c in str(root.parent))
+    if alias not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            alias, root / "__init__.py", submodule_search_locations=[str(root)]
         )
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            p.stdout.readline()  # the child has imported and started its loop
-        # Recording starts once the interpreters' own start-up growth is over (0.5 s real), so the
-        # series show the workloads, like a service's after its grace period.
-        time.sleep(0.5)
-        handles = [psutil.Process(p.pid) for p in procs]
-        series: list[list[float]] = [[] for _ in procs]
-        period = 1.0 / DILATION
-        next_at = time.monotonic()
-        end = next_at + seconds
-        while time.monotonic() < end:
-            for h, s in zip(handles, series, strict=True):
-                s.append(float(h.memory_info().rss))
-            next_at += period
-            time.sleep(max(0.0, next_at - time.monotonic()))
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-    out = []
-    for (name, real_rate, is_leak), ys in zip(REAL_CHILDREN, series, strict=True):
-        y = np.array(ys)
-        t = np.arange(len(y), dtype=float)
-        # The "true noise" of a real process is unknown: take the robust scale of its residuals.
-        resid = y - np.polyval(np.polyfit(t, y, 1), t)
-        sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
-        # The true rate is the nominal leak plus whatever the allocator adds: take the measured slope.
-        measured = float(np.polyfit(t, y, 1)[0])
-        out.append(
-            {
-                "name": name,
-                "leak": is_leak,
-                "nominal_rate": real_rate / DILATION,
-                "rate": measured,
-                "sigma": sigma,
-                "y": ys,
-            }
-        )
+        assert spec is not None and spec.loader is not None
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[alias] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{alias}.memory.trend")
+
+
+def trend_module(source: str) -> ModuleType:
+    if source == "":
+        return importlib.import_module("sanaa_async_mem.memory.trend")
+    return load_checkout_trend(source)
+
+
+def checks_ours(trend: ModuleType, series: Series) -> tuple[np.ndarray, np.ndarray]:
+    """(check times, is_leak) of our detector run online over the series."""
+    analyzer = trend.TrendAnalyzer(threshold=THRESHOLD)
+    ts = series.t.tolist()
+    ys = series.y.tolist()
+    times: list[float] = []
+    leaks: list[bool] = []
+    if hasattr(trend, "LeakTracker"):
+        tracker = trend.LeakTracker(analyzer)
+        for t, y in zip(ts, ys, strict=True):
+            verdict = tracker.add(t, y)
+            times.append(t)
+            leaks.append(bool(verdict.is_leak))
+    else:
+        lo = 0
+        next_check = CHECK_EVERY
+        for i, t in enumerate(ts):
+            if t < next_check:
+                continue
+            next_check = (math.floor(t / CHECK_EVERY) + 1) * CHECK_EVERY
+            while ts[lo] < t - WINDOW_OURS:
+                lo += 1
+            verdict = analyzer.analyze(ts[lo : i + 1], ys[lo : i + 1])
+            times.append(t)
+            leaks.append(bool(verdict.is_leak))
+    return np.array(times), np.array(leaks, dtype=bool)
+
+
+def checks_baselines(series: Series) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Least squares and first-vs-last over the last 10 minutes, judged every 5 s of series time."""
+    t, y = series.t, series.y
+    tc = t - t[0]
+    yc = y - y[0]
+    idx = np.nonzero(np.floor(t / CHECK_EVERY) > np.floor(np.concatenate(([-1.0], t[:-1])) / CHECK_EVERY))[0]
+    idx = idx[t[idx] >= CHECK_EVERY]
+    lo = np.searchsorted(t, t[idx] - WINDOW_BASELINE, side="right")
+    c = [np.concatenate(([0.0], np.cumsum(v))) for v in (np.ones_like(tc), tc, yc, tc * tc, tc * yc)]
+    hi = idx + 1
+    n, st, sy, stt, sty = (s[hi] - s[lo] for s in c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sxx = stt - st * st / n
+        lsq = np.where(sxx > 0, (sty - st * sy / n) / sxx, 0.0)
+        span = t[idx] - t[lo]
+        naive = np.where(span > 0, (y[idx] - y[lo]) / span, 0.0)
+    ct = t[idx]
+    return {"lsq": (ct, lsq >= THRESHOLD), "naive": (ct, naive >= THRESHOLD)}
+
+
+def judge(series: Series, ct: np.ndarray, leak: np.ndarray) -> dict[str, Any]:
+    live = leak & (ct >= GRACE)
+    out: dict[str, Any] = {
+        "any": bool(live.any()),
+        "end_leak": bool(leak[-1]) if len(leak) else False,
+        "checks": len(ct),
+    }
+    if series.shown is not None:
+        late = live & series.shown(ct)
+        out["after_shape"] = bool(late.any())
+        if late.any() and math.isfinite(series.shape_at):
+            # How long after the shape showed the detector still alerted: what separates "a little slow to
+            # see a warm-up end" from "keeps alerting on it".
+            out["last_alert_after_shape_s"] = float(ct[late][-1]) - series.shape_at
+    if series.family in LEAK or series.family in SUB:
+        hits = np.nonzero(live)[0]
+        first = float(ct[hits[0]]) if len(hits) else None
+        out["early"] = first is not None and first < series.onset
+        on = np.nonzero(live & (ct >= series.onset))[0]
+        if len(on):
+            k = int(on[0])
+            delay = float(ct[k]) - series.onset
+            out["delay"] = delay
+            out["ratio"] = delay / max(series.limit, GRACE)
+            out["flaps"] = bool((~leak[k:]).any())
+        else:
+            out["delay"] = None
+            out["ratio"] = None
+            out["flaps"] = False
     return out
 
 
-def judge_real(recorded: list[dict[str, Any]]) -> list[list[Any]]:
-    analyzer = _analyzer()
-    rows = []
-    for r in recorded:
-        y = np.array(r["y"])
-        base = first_alarm_baselines(y)
-        ours = first_alarm_ours(analyzer, r["y"])
-        limit = statistical_limit(r["rate"], max(r["sigma"], 1.0)) if r["leak"] else None
-        r["alarms"] = {"ours": ours, "lsq": base["lsq"], "naive": base["naive"]}
-        r["limit"] = limit
-        rows.append(
-            [
-                r["name"],
-                "leak" if r["leak"] else "no leak",
-                f"{r['rate']:.0f}",
-                f"{r['sigma'] / 1024:.0f}",
-                "-" if limit is None else f"{limit:.0f}",
-                *(_alarm_cell(r["alarms"][d], limit) for d in DETECTORS),
-            ]
-        )
+def _run_one(job: tuple[str, str, int, bool, tuple[tuple[str, str], ...]]) -> dict[str, Any]:
+    family, seed_set, index, quick, ours = job
+    series = make_series(family, seed_set, index, quick)
+    res: dict[str, Any] = {
+        "family": family,
+        "seed_set": seed_set,
+        "index": index,
+        "duration": float(series.t[-1]),
+        "limit": series.limit,
+        "onset": series.onset,
+        "detectors": {},
+    }
+    for name, source in ours:
+        started = time.process_time()
+        ct, lk = checks_ours(trend_module(source), series)
+        res["detectors"][name] = judge(series, ct, lk)
+        res["detectors"][name]["cpu_seconds"] = time.process_time() - started
+    for name, (ct, lk) in checks_baselines(series).items():
+        res["detectors"][name] = judge(series, ct, lk)
+    return res
+
+
+# --- aggregation --------------------------------------------------------------------------------------
+
+
+def _share(rows: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in rows if key in r]
+    return sum(bool(v) for v in vals) / len(vals) if vals else None
+
+
+def summarise(results: list[dict[str, Any]], detectors: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for seed_set in SEEDS:
+        per_seed = [r for r in results if r["seed_set"] == seed_set]
+        if not per_seed:
+            continue
+        fam_out: dict[str, Any] = {}
+        for family in FAMILIES:
+            rs = [r for r in per_seed if r["family"] == family]
+            if not rs:
+                continue
+            entry: dict[str, Any] = {"series": len(rs)}
+            for d in detectors:
+                rows = [r["detectors"][d] for r in rs]
+                m: dict[str, Any] = {
+                    "any_alert": _share(rows, "any"),
+                    "after_shape": _share(rows, "after_shape"),
+                    "end_leak": _share(rows, "end_leak"),
+                }
+                lasts = [x["last_alert_after_shape_s"] for x in rows if "last_alert_after_shape_s" in x]
+                if lasts:
+                    m["last_alert_after_shape_median_s"] = statistics.median(lasts)
+                    m["last_alert_after_shape_max_s"] = max(lasts)
+                if family in LEAK or family in SUB:
+                    ratios = [x["ratio"] for x in rows if x.get("ratio") is not None]
+                    delays = [x["delay"] for x in rows if x.get("delay") is not None]
+                    m["missed"] = sum(x.get("delay") is None for x in rows) / len(rows)
+                    m["median_delay_s"] = statistics.median(delays) if delays else None
+                    m["median_ratio"] = statistics.median(ratios) if ratios else None
+                    m["p90_ratio"] = percentile(ratios, 90) if ratios else None
+                    m["flapping"] = _share([x for x in rows if x.get("delay") is not None], "flaps")
+                    m["early"] = _share(rows, "early")
+                if "cpu_seconds" in rows[0]:
+                    m["cpu_seconds"] = sum(x["cpu_seconds"] for x in rows)
+                entry[d] = m
+            limits = [r["limit"] for r in rs if math.isfinite(r["limit"])]
+            if limits:
+                entry["median_limit_s"] = statistics.median(limits)
+            fam_out[family] = entry
+        out[seed_set] = fam_out
+    return out
+
+
+def targets(summary: dict[str, Any], detector: str) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for family, e in summary.items():
+        m = e[detector]
+        if family in NO_LEAK:
+            shape, end = m["after_shape"], m["end_leak"]
+            rows.append([family, "after-shape alerts", _pct(shape), "<= 1%", _ok(shape <= 0.01)])
+            rows.append([family, "end-of-series leak", _pct(end), "0", _ok(end == 0)])
+        elif family in LEAK:
+            med, p90 = m["median_ratio"], m["p90_ratio"]
+            rows.append(
+                [family, "median delay/limit", _x(med), "<= 1.5x", _ok(med is not None and med <= 1.5)]
+            )
+            rows.append([family, "p90 delay/limit", _x(p90), "<= 2x", _ok(p90 is not None and p90 <= 2)])
+            rows.append([family, "missed", _pct(m["missed"]), "0", _ok(m["missed"] == 0)])
     return rows
 
 
-def _alarm_cell(alarm: float | None, limit: float | None) -> str:
-    if alarm is None:
-        return "none" if limit is None else "missed"
-    if limit is None:
-        return f"FALSE at {alarm:.0f} s"
-    return f"{alarm:.0f} s ({ratio(alarm, limit):.2f}x)"
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
 
 
-# --- the sampler's own cost ---
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
 
 
-def analysis_cost(sizes: Sequence[int]) -> list[list[Any]]:
-    analyzer = TrendAnalyzer()
-    rng = np.random.default_rng(SEED)
+def _ok(flag: bool) -> str:
+    return "pass" if flag else "FAIL"
+
+
+def print_summary(summary: dict[str, Any], detectors: Sequence[str], label: str) -> None:
+    rows = []
+    for family, e in summary.items():
+        if family not in NO_LEAK:
+            continue
+        cells: list[Any] = [family, e["series"]]
+        for d in detectors:
+            m = e[d]
+            cells.append(f"{_pct(m['any_alert'])} / {_pct(m['after_shape'])} / {_pct(m['end_leak'])}")
+        m = e[detectors[0]]
+        med, top = m.get("last_alert_after_shape_median_s"), m.get("last_alert_after_shape_max_s")
+        cells.append(f"{_fmt_s(med)} / {_fmt_s(top)}")
+        rows.append(cells)
+    print_table(
+        f"[{label}] Non-leak families: share of series with any alert / an alert after the shape showed / "
+        f"a leak verdict at the end (threshold {THRESHOLD:g} B/s, grace {GRACE:g} s)",
+        ["family", "series", *detectors, f"{detectors[0]}: last late alert s (median / max)"],
+        rows,
+    )
+    rows = []
+    for family, e in summary.items():
+        if family not in LEAK and family not in SUB:
+            continue
+        for d in detectors:
+            m = e[d]
+            rows.append(
+                [
+                    family,
+                    e["series"],
+                    _fmt_s(e.get("median_limit_s")),
+                    d,
+                    _fmt_s(m["median_delay_s"]),
+                    _x(m["median_ratio"]),
+                    _x(m["p90_ratio"]),
+                    _pct(m["missed"]),
+                    _pct(m["flapping"]),
+                    _pct(m["end_leak"]),
+                    _pct(m["early"]),
+                    _pct(m["any_alert"]),
+                ]
+            )
+    print_table(
+        f"[{label}] Leak families: delay from the onset to the first alert, as a ratio to max(3-sigma "
+        f"least-squares limit, {GRACE:g} s); flapping = a non-leak verdict after the first alert; early = an "
+        "alert before the onset (sub_300: growth below the threshold, alerts reported, not targeted)",
+        ["family", "series", "limit s", "detector", "median s", "median/limit", "p90/limit", "missed",
+         "flapping", "end leak", "early", "any alert"],
+        rows,
+    )  # fmt: skip
+
+
+def _fmt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+# --- the sampler's cost -------------------------------------------------------------------------------
+
+IDLE_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    import psutil
+    seconds, with_profiler = float(sys.argv[1]), sys.argv[2] == "1"
+
+    async def main():
+        profiler = None
+        if with_profiler:
+            from sanaa_async_mem.memory.profiler import MemoryProfiler
+            profiler = MemoryProfiler(interval=60)
+            await profiler.start()
+        await asyncio.sleep(2.0)  # start-up (imports, the first snapshot) is not the steady cost
+        me = psutil.Process()
+        c0, w0 = me.cpu_times(), time.monotonic()
+        await asyncio.sleep(seconds)
+        c1, w1 = me.cpu_times(), time.monotonic()
+        if profiler is not None:
+            samples = profiler.samples
+            await profiler.stop()
+        else:
+            samples = 0
+        cpu = (c1.user - c0.user) + (c1.system - c0.system)
+        print(json.dumps({"cpu": cpu, "wall": w1 - w0, "samples": samples}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def idle_cpu(seconds: float, rounds: int) -> dict[str, Any]:
+    """CPU seconds per wall second of an idle loop with and without the profiler (run side by side)."""
+    pairs = []
+    for _ in range(rounds):
+        procs = {
+            flag: subprocess.Popen(
+                [sys.executable, "-c", IDLE_CHILD, str(seconds), flag], stdout=subprocess.PIPE, text=True
+            )
+            for flag in ("0", "1")
+        }
+        out = {flag: json.loads(p.communicate()[0]) for flag, p in procs.items()}
+        pairs.append(out)
+    off = [p["0"]["cpu"] / p["0"]["wall"] for p in pairs]
+    on = [p["1"]["cpu"] / p["1"]["wall"] for p in pairs]
+    return {
+        "seconds": seconds,
+        "rounds": rounds,
+        "off_cpu_share": statistics.median(off),
+        "on_cpu_share": statistics.median(on),
+        "added_percent": 100.0 * (statistics.median(on) - statistics.median(off)),
+        "samples_per_round": [p["1"]["samples"] for p in pairs],
+        "raw": pairs,
+    }
+
+
+async def first_verdict(limit: float) -> dict[str, Any]:
+    from sanaa_async_mem.memory.profiler import MemoryProfiler
+
+    profiler = MemoryProfiler()
+    loop = asyncio.get_running_loop()
+    await profiler.start()
+    t0 = loop.time()
+    status = None
+    try:
+        while loop.time() - t0 < limit:
+            v = profiler.verdict
+            status = None if v is None else v.status
+            if status is not None and status not in ("collecting", "insufficient_data"):
+                return {"seconds": loop.time() - t0, "status": status}
+            await asyncio.sleep(0.1)
+    finally:
+        await profiler.stop()
+    return {"seconds": None, "status": status, "waited": limit}
+
+
+def analysis_cost(trend: ModuleType, sizes: Sequence[int]) -> list[list[Any]]:
+    analyzer = trend.TrendAnalyzer(threshold=THRESHOLD)
+    rng = np.random.default_rng(1)
     rows = []
     for n in sizes:
         ts = [float(i) for i in range(n)]
         ys = [float(v) for v in 1e8 + 1000.0 * np.arange(n) + rng.normal(0, 65536, n)]
-        reps = max(3, min(200, 20_000 // max(n // 100, 1)))
+        reps = max(3, min(100, 20_000 // max(n // 10, 1)))
         times = []
         for _ in range(reps):
             t0 = time.perf_counter()
@@ -396,252 +726,127 @@ def analysis_cost(sizes: Sequence[int]) -> list[list[Any]]:
     return rows
 
 
-async def _profiler_tick_cost(history: int, ticks: int) -> dict[str, float]:
-    p = MemoryProfiler(interval=3600, history=history, auto_trace=False)
-    # Fill the history with a plausible flat series at this process's own level, ending a second ago, so
-    # that the analysis works on a full buffer and the real snapshots continue it.
-    now = time.monotonic() - history - 1.0
-    level = psutil.Process().memory_info().rss
-    rng = np.random.default_rng(SEED)
-    for i in range(history):
-        p._remember(
-            MemorySnapshot(
-                timestamp=time.time(), monotonic=now + i, rss=int(level + rng.normal(0, 65536)), vms=0
-            )
-        )
-    on_loop = []
-    for _ in range(ticks):
-        t0 = time.perf_counter()
-        await p.take_snapshot()  # the on-loop part ends before the store write (there is none here)
-        verdict = p.analyze_memory_trends()
-        p._check_alerts(verdict)
-        on_loop.append(time.perf_counter() - t0)
-        await asyncio.sleep(0)
-    return {"p50_ms": percentile(on_loop, 50) * 1e3, "p99_ms": percentile(on_loop, 99) * 1e3}
-
-
-async def _lag_probe(seconds: float, profiler_interval: float | None) -> list[float]:
-    """Overshoot of 1 ms sleeps (s) while the profiler runs at ``profiler_interval`` (None: off)."""
-    lags: list[float] = []
-    p = None
-    if profiler_interval is not None:
-        p = MemoryProfiler(interval=profiler_interval, history=3600, auto_trace=False)
-        await p.start_profiling()
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    try:
-        while loop.time() < end:
-            t0 = time.perf_counter()
-            await asyncio.sleep(0.001)
-            lags.append(time.perf_counter() - t0 - 0.001)
-    finally:
-        if p is not None:
-            await p.stop_profiling()
-    return lags
-
-
-async def _busy(seconds: float, profiler_interval: float | None) -> float:
-    """Iterations per second of a CPU-bound coroutine that yields after every small work item."""
-    p = None
-    if profiler_interval is not None:
-        p = MemoryProfiler(interval=profiler_interval, history=3600, auto_trace=False)
-        await p.start_profiling()
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    count = 0
-    t0 = time.perf_counter()
-    try:
-        while loop.time() < end:
-            sum(i * i for i in range(200))
-            count += 1
-            await asyncio.sleep(0)
-    finally:
-        if p is not None:
-            await p.stop_profiling()
-    return count / (time.perf_counter() - t0)
-
-
-async def sampler_cost(quick: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"tick_on_loop": {}}
-    for history in (60, 600, 3600):
-        out["tick_on_loop"][history] = await _profiler_tick_cost(history, 100 if quick else 400)
-    # Lag: the profiler at 10 Hz (ten times the 1 Hz target, to see more ticks) against none, interleaved.
-    lag_off: list[float] = []
-    lag_on: list[float] = []
-    rounds = 2 if quick else 4
-    for _ in range(rounds):
-        lag_off += await _lag_probe(2.0, None)
-        lag_on += await _lag_probe(2.0, 0.1)
-    out["lag"] = {
-        "off_p50_ms": percentile(lag_off, 50) * 1e3,
-        "off_p99_ms": percentile(lag_off, 99) * 1e3,
-        "on_p50_ms": percentile(lag_on, 50) * 1e3,
-        "on_p99_ms": percentile(lag_on, 99) * 1e3,
-        "off_max_ms": max(lag_off) * 1e3,
-        "on_max_ms": max(lag_on) * 1e3,
-    }
-    # Throughput at 1 Hz: ABAB rounds so that drift in machine load hits both sides alike.
-    off: list[float] = []
-    on: list[float] = []
-    for _ in range(3 if quick else 6):
-        off.append(await _busy(3.0, None))
-        on.append(await _busy(3.0, 1.0))
-    losses = [1.0 - b / a for a, b in zip(off, on, strict=True)]
-    out["throughput"] = {
-        "off_per_s": statistics.median(off),
-        "on_per_s": statistics.median(on),
-        "loss_median": statistics.median(losses),
-        "loss_pairs": losses,
-    }
-    return out
-
-
-# --- main ---
-
-
-def _fmt_delays(values: list[float | None], limit: float) -> tuple[str, str, str, str]:
-    hits = [v for v in values if v is not None]
-    miss = 1.0 - len(hits) / len(values)
-    if not hits:
-        return "-", "-", "-", f"{miss:.1%}"
-    med = statistics.median(hits)
-    return (
-        f"{med:.0f}",
-        f"{ratio(med, limit):.2f}x",
-        f"{ratio(percentile(hits, 90), limit):.2f}x",
-        f"{miss:.1%}",
-    )
+# --- main ---------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.leak_bench", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="a smaller corpus and shorter timings")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 series per family, 15-20 min")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument("--series", type=int, help="series per family and seed (default 30; quick 2)")
+    parser.add_argument("--seed-set", choices=("tuning", "validation", "both"), default="both")
     parser.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes for the corpus"
-    )
+        "--compare-with", action="append", default=[], metavar="DIR",
+        help="also run the detector of the checkout in DIR (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--skip-cost", action="store_true", help="skip the sampler's cost section")
+    parser.add_argument("--families", help="comma-separated subset of the families")
     args = parser.parse_args(argv)
-    n_per_family = 150 if args.quick else 1430  # 7 families x 1430 = 10,010 series
-    n_leak = 40 if args.quick else 100
+    n_series = args.series or (2 if args.quick else 30)
+    seed_sets = list(SEEDS) if args.seed_set == "both" else [args.seed_set]
+    families = args.families.split(",") if args.families else list(FAMILIES)
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        parser.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
+    ours: list[tuple[str, str]] = [("ours", "")]
+    for path in args.compare_with:
+        ours.append((f"ours@{Path(path).resolve().name}", str(Path(path).resolve())))
+    modes = {}
+    for name, source in ours:
+        mod = trend_module(source)  # imported before the workers fork, and checked to exist
+        modes[name] = "LeakTracker" if hasattr(mod, "LeakTracker") else f"analyze every {CHECK_EVERY:g} s"
+    detectors = [name for name, _ in ours] + list(BASELINES)
     started = time.perf_counter()
 
-    corpus = run_corpus(n_per_family, n_leak, args.jobs)
-    fp_rows = []
-    totals = dict.fromkeys(DETECTORS, 0)
-    total_n = 0
-    for family, agg in corpus["false_positives"].items():
-        total_n += agg["n"]
-        for d in DETECTORS:
-            totals[d] += agg["alarms"][d]
-        fp_rows.append([family, agg["n"], *(f"{agg['alarms'][d] / agg['n']:.2%}" for d in DETECTORS)])
-    fp_rows.append(["all", total_n, *(f"{totals[d] / total_n:.2%}" for d in DETECTORS)])
-    print_table(
-        f"False positives: series without a leak with any alert ({N_FP} s at 1 Hz, {GRACE:g} s grace, "
-        f"{PERSISTENCE} verdicts in a row, threshold {THRESHOLD:g} B/s)",
-        ["family", "series", *DETECTORS],
-        fp_rows,
-    )
+    jobs = [
+        (family, seed_set, i, args.quick, tuple(ours))
+        for seed_set in reversed(seed_sets)  # validation (the headline) first
+        for i in range(n_series)
+        for family in families
+    ]
+    results: list[dict[str, Any]] = []
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for r in pool.map(_run_one, jobs, chunksize=1):
+            results.append(r)
+            if len(results) % 25 == 0:
+                print(
+                    f"  {len(results)}/{len(jobs)} series, {time.perf_counter() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    corpus_seconds = time.perf_counter() - started
+    summary = summarise(results, detectors)
+    print(f"detectors: {', '.join(f'{k}: {v}' for k, v in modes.items())}; baselines every {CHECK_EVERY:g} s")
+    target_rows: dict[str, list[list[Any]]] = {}
+    for seed_set in ("tuning", "validation"):
+        if seed_set not in summary:
+            continue
+        label = f"{seed_set.upper()} seed {SEEDS[seed_set]}"
+        print_summary(summary[seed_set], detectors, label)
+    if "validation" in summary:
+        for name, _ in ours:
+            target_rows[name] = targets(summary["validation"], name)
+            print_table(
+                f"[VALIDATION seed {SEEDS['validation']}] Targets for {name} ({modes[name]})",
+                ["family", "metric", "value", "target", "result"],
+                target_rows[name],
+            )
+            failed = sum(r[-1] == "FAIL" for r in target_rows[name])
+            print(f"{name}: {len(target_rows[name]) - failed} of {len(target_rows[name])} targets met")
+    print(f"\ncorpus: {len(results)} series in {corpus_seconds:.0f} s with {args.jobs} jobs")
 
-    delay_rows = []
-    for key, agg in corpus["leaks"].items():
-        for d in DETECTORS:
-            delay_rows.append([key, f"{agg['limit']:.0f}", d, *_fmt_delays(agg["delays"][d], agg["limit"])])
-    print_table(
-        "Detection delay: leaks under Gaussian noise + 1% spikes of 1-10 MiB + page quantisation "
-        f"({n_leak} series each, {N_LEAK} s)",
-        ["leak", "limit s", "detector", "median s", "median/limit", "p90/limit", "missed"],
-        delay_rows,
-    )
-
-    real_seconds = 20.0 if args.quick else 45.0
-    recorded = record_real(real_seconds)
-    real_rows = judge_real(recorded)
-    print_table(
-        f"Real child processes (RSS at 20 Hz for {real_seconds:g} s, read as 1 Hz: time dilated 20x)",
-        ["process", "truth", "slope B/s", "sigma KiB", "limit s", *DETECTORS],
-        real_rows,
-    )
-
-    cost_rows = analysis_cost((100, 1000, 10_000, 100_000))
-    print_table("One analysis by series length (pure Python)", ["samples", "p50 ms", "p99 ms"], cost_rows)
-
-    sampler = asyncio.run(sampler_cost(args.quick))
-    print_table(
-        "The sampler's own cost: on-loop time of one tick (snapshot + analysis + alerts) by history length",
-        ["history", "p50 ms", "p99 ms"],
-        [[h, v["p50_ms"], v["p99_ms"]] for h, v in sampler["tick_on_loop"].items()],
-    )
-    lag = sampler["lag"]
-    tp = sampler["throughput"]
-    print_table(
-        "Loop lag (overshoot of 1 ms sleeps) and busy-loop throughput",
-        ["measure", "profiler off", "profiler on", "added"],
-        [
+    cost: dict[str, Any] = {}
+    if not args.skip_cost:
+        cost_rows = analysis_cost(trend_module(""), (300, 1000, 3600, 10_000))
+        print_table("One analysis by series length (pure Python)", ["samples", "p50 ms", "p99 ms"], cost_rows)
+        cost["analysis_ms"] = {str(r[0]): {"p50": r[1], "p99": r[2]} for r in cost_rows}
+        seconds = 10.0 if args.quick else 60.0
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            idle = ex.submit(idle_cpu, seconds, 1)
+            cost["first_verdict"] = asyncio.run(first_verdict(60.0 if args.quick else 300.0))
+            cost["idle_cpu"] = idle.result()
+        ic = cost["idle_cpu"]
+        fv = cost["first_verdict"]
+        print_table(
+            f"The sampler's cost: an idle asyncio loop for {seconds:g} s with MemoryProfiler(interval=60) "
+            "(1 s samples) against without, side by side",
+            ["measure", "value", "target"],
             [
-                "lag p50 ms (on: 10 Hz)",
-                lag["off_p50_ms"],
-                lag["on_p50_ms"],
-                lag["on_p50_ms"] - lag["off_p50_ms"],
+                ["CPU share without profiler", f"{100 * ic['off_cpu_share']:.4f}%", ""],
+                ["CPU share with profiler", f"{100 * ic['on_cpu_share']:.4f}%", ""],
+                ["added by the profiler", f"{ic['added_percent']:.4f}%", "< 0.1%"],
+                ["samples taken", ic["samples_per_round"][0], ""],
+                ["time to first verdict (default settings)", _fmt_s(fv["seconds"]), str(fv["status"])],
             ],
-            [
-                "lag p99 ms (on: 10 Hz)",
-                lag["off_p99_ms"],
-                lag["on_p99_ms"],
-                lag["on_p99_ms"] - lag["off_p99_ms"],
-            ],
-            ["throughput /s (on: 1 Hz)", tp["off_per_s"], tp["on_per_s"], f"{-tp['loss_median']:+.2%}"],
-        ],
-    )
+        )
     elapsed = time.perf_counter() - started
     print(f"\nwall time {elapsed:.0f} s")
-
-    results = {
-        "config": {
-            "seed": SEED,
-            "threshold_bytes_per_second": THRESHOLD,
-            "grace_seconds": GRACE,
-            "persistence": PERSISTENCE,
-            "no_leak_samples": N_FP,
-            "leak_samples": N_LEAK,
-            "quick": args.quick,
-            "jobs": args.jobs,
-        },
-        "false_positives": corpus["false_positives"],
-        "false_positive_rate": {d: totals[d] / total_n for d in DETECTORS},
-        "leaks": {
-            key: {
-                "rate": agg["rate"],
-                "sigma": agg["sigma"],
-                "limit_seconds": agg["limit"],
-                **{
-                    d: {
-                        "median_seconds": _median_or_none(agg["delays"][d]),
-                        "median_over_limit": _ratio_or_none(_median_or_none(agg["delays"][d]), agg["limit"]),
-                        "missed": sum(v is None for v in agg["delays"][d]) / len(agg["delays"][d]),
-                    }
-                    for d in DETECTORS
-                },
-            }
-            for key, agg in corpus["leaks"].items()
-        },
-        "real_processes": [{k: v for k, v in r.items() if k != "y"} for r in recorded],
-        "analysis_ms": {str(r[0]): {"p50": r[1], "p99": r[2]} for r in cost_rows},
-        "sampler": sampler,
-        "wall_seconds": elapsed,
-    }
+    command = "python -m benchmarks.leak_bench" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
     write_results(
-        "leak_bench", results, "python -m benchmarks.leak_bench" + (" --quick" if args.quick else "")
-    )
-
-
-def _median_or_none(values: list[float | None]) -> float | None:
-    hits = [v for v in values if v is not None]
-    return statistics.median(hits) if hits else None
-
-
-def _ratio_or_none(value: float | None, limit: float) -> float | None:
-    return None if value is None else ratio(value, limit)
+        "leak_bench",
+        {
+            "config": {
+                "seeds": {k: SEEDS[k] for k in seed_sets},
+                "threshold_bytes_per_second": THRESHOLD,
+                "grace_seconds": GRACE,
+                "check_every_seconds": CHECK_EVERY,
+                "series_per_family": n_series,
+                "quick": args.quick,
+                "jobs": args.jobs,
+                "families": families,
+                "detectors": modes,
+            },
+            "summary": summary,
+            "targets": {k: [dict(zip(("family", "metric", "value", "target", "result"), r, strict=True))
+                            for r in v] for k, v in target_rows.items()},
+            "cost": cost,
+            "series": results,
+            "wall_seconds": elapsed,
+        },
+        command.strip(),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ _RECENT_MIN_SAMPLES = 12
 _RELEASE_MIN_SAMPLES = 28
 # The newest samples a recent part's own lag-1 correlation is estimated on.
 _RAW_RHO_SAMPLES = 128
+# The lag (samples) whose variogram stands for the noise's whole variance when a leak is to be released:
+# long enough for noise correlated over seconds, short enough that growth which stopped does not count.
+_SILL_LAG = 12
 # A leak's point estimate must be at least this share of the threshold.
 _MIN_SHARE = 0.5
 # Fewest troughs (low points after drops) a leak under cache cycles is judged on.
@@ -284,9 +287,9 @@ class TrendAnalyzer:
         slowing = stalled = False
         if significant or was_leak:
             start_after = change_at if cuts else None
-            # The noise of the newest half (where the recent parts lie; a warm-up's steep start would
-            # pass for noise).
-            newest = bisect_left(ts, ts[-1] - span / 2.0)
+            # The noise of the newest quarter, at least 60 samples (where the recent parts lie; growth
+            # that stopped before it would pass for noise).
+            newest = min(bisect_left(ts, ts[-1] - span / 4.0), max(len(ts) - 60, 0))
             noise = _noise(ts[newest:], ys[newest:]) if was_leak else (0.0, 0.0)
             p_slow = _RELEASE_P if was_leak else _SLOWING_P
             starts = [ts[-1] - part * span for part in _RECENT]
@@ -826,7 +829,7 @@ def _drift(bt: list[float], by: list[float], pieces: list[list[int]]) -> tuple[f
 
 def _noise(ts: list[float], ys: list[float]) -> tuple[float, float]:
     """The noise's scale (bytes) and lag-1 correlation from the samples' variogram: half the variance of
-    differences one sample apart and up to 30 samples apart, each around its median (which takes a steady
+    differences one sample apart and _SILL_LAG samples apart, each around its median (which takes a steady
     growth out), robustly (MAD). Unlike residuals around a line, differences do not soak up the wander."""
     n = len(ys)
     if n < 8:
@@ -840,7 +843,7 @@ def _noise(ts: list[float], ys: list[float]) -> tuple[float, float]:
         return mad * mad / 2.0
 
     v1 = half_var(1)
-    sill = max(v1, half_var(min(30, n // 3)))
+    sill = max(v1, half_var(min(_SILL_LAG, n // 3)))
     rho = min(max(1.0 - v1 / sill, 0.0), _RHO_MAX) if sill > 0.0 else 0.0
     return math.sqrt(sill), rho
 

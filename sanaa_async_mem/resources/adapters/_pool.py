@@ -24,7 +24,8 @@ POOL_OPTIONS_DOC = """
     ``max_creating`` (connects in flight at once); ``held_warning`` (log connections held longer, with the
     acquiring stack); ``maintenance_interval``; ``budget`` (a :class:`~sanaa_async_mem.fleet.FleetBudget`:
     connections across every process sharing it stay within its total); and the hooks ``check``,
-    ``alive``, ``reset``, ``close`` and ``discard_on``. An unknown keyword raises :class:`~sanaa_async_mem.errors.ConfigurationError` naming it.
+    ``alive``, ``reset``, ``close`` and ``discard_on``. An unknown keyword raises
+    :class:`~sanaa_async_mem.errors.ConfigurationError` naming it.
 """
 
 

@@ -452,6 +452,10 @@ def judge(series: Series, ct: np.ndarray, leak: np.ndarray) -> dict[str, Any]:
     if series.shown is not None:
         late = live & series.shown(ct)
         out["after_shape"] = bool(late.any())
+        # A new alert after the shape showed (a leak verdict that was not one at the check before): what an
+        # operator is paged for; a leak called during a ramp and released a little after it stops is not.
+        onset = live & ~np.concatenate(([False], leak[:-1]))
+        out["new_after_shape"] = bool((onset & series.shown(ct)).any())
         if late.any() and math.isfinite(series.shape_at):
             # How long after the shape showed the detector still alerted: what separates "a little slow to
             # see a warm-up end" from "keeps alerting on it".
@@ -521,6 +525,7 @@ def summarise(results: list[dict[str, Any]], detectors: Sequence[str]) -> dict[s
                 m: dict[str, Any] = {
                     "any_alert": _share(rows, "any"),
                     "after_shape": _share(rows, "after_shape"),
+                    "new_after_shape": _share(rows, "new_after_shape"),
                     "end_leak": _share(rows, "end_leak"),
                 }
                 lasts = [x["last_alert_after_shape_s"] for x in rows if "last_alert_after_shape_s" in x]
@@ -554,6 +559,8 @@ def targets(summary: dict[str, Any], detector: str) -> list[list[Any]]:
         if family in NO_LEAK:
             shape, end = m["after_shape"], m["end_leak"]
             rows.append([family, "after-shape alerts", _pct(shape), "<= 1%", _ok(shape <= 0.01)])
+            new = m["new_after_shape"]
+            rows.append([family, "  of them new alerts", _pct(new), "(<= 1%)", _ok(new <= 0.01)])
             rows.append([family, "end-of-series leak", _pct(end), "0", _ok(end == 0)])
         elif family in LEAK:
             med, p90 = m["median_ratio"], m["p90_ratio"]
@@ -793,8 +800,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ["family", "metric", "value", "target", "result"],
                 target_rows[name],
             )
-            failed = sum(r[-1] == "FAIL" for r in target_rows[name])
-            print(f"{name}: {len(target_rows[name]) - failed} of {len(target_rows[name])} targets met")
+            counted = [r for r in target_rows[name] if not str(r[3]).startswith("(")]  # (..): for reading
+            failed = sum(r[-1] == "FAIL" for r in counted)
+            print(f"{name}: {len(counted) - failed} of {len(counted)} targets met")
     print(f"\ncorpus: {len(results)} series in {corpus_seconds:.0f} s with {args.jobs} jobs")
 
     cost: dict[str, Any] = {}

@@ -395,6 +395,17 @@ class MemoryOptimizer:
 
     def _pool_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: st.as_dict() for name, st in self.pool_stats().items()}
+        # Who holds each AsyncPool's objects now (task, purpose, held_for, where), under the same names.
+        holders: dict[str, list[dict[str, Any]]] = {}
+        for pool in self.pools:
+            if isinstance(pool, AsyncPool):
+                holders[pool.name] = [h.as_dict() for h in pool.holders()]
+        manager = self.resource_manager
+        for name in manager.names:
+            if manager.get_pool(name) is not None:
+                holders[name] = [h.as_dict() for h in manager.holders(name)]
+        for name, entry in out.items():
+            entry["holders"] = holders.get(name, [])
         for pool in self.pools:
             if isinstance(pool, MemoryPool):
                 out.setdefault(pool.name, _json_keys(pool.get_stats()))

@@ -53,6 +53,7 @@ import dataclasses
 import functools
 import inspect
 import random
+import sys
 import threading
 import time
 import traceback
@@ -70,7 +71,15 @@ from ..errors import ConfigurationError, PoolClosed, PoolError, PoolExhausted, P
 from ._tasks import TaskSet
 from .waitqueue import WaitQueue
 
-__all__ = ["AsyncPool", "PoolOptions", "PoolSettings", "PoolStats", "merge_snapshots", "pool_options"]
+__all__ = [
+    "AsyncPool",
+    "Holder",
+    "PoolOptions",
+    "PoolSettings",
+    "PoolStats",
+    "merge_snapshots",
+    "pool_options",
+]
 
 T = TypeVar("T")
 
@@ -81,6 +90,9 @@ log = get_logger("pool")
 # waits. Deadlines and timers use the loop's own clock (see AsyncPool._time).
 _clock = time.monotonic
 _get_ident = threading.get_ident
+# Where an object was acquired: the caller's frame, read at the acquire (code object and instruction offset,
+# two attribute reads); the line number is worked out only when holders() is asked (see _line_of).
+_getframe = sys._getframe
 
 try:
     # The task running on a loop, with one dict lookup: asyncio.current_task(loop) costs a Python call on
@@ -119,8 +131,11 @@ class _Entry(Generic[T]):
         "key",
         "lease",
         "obj",
+        "purpose",
         "since",
         "stack",
+        "where_at",
+        "where_code",
     )
 
     def __init__(self, obj: T, now: float, expires_at: float) -> None:
@@ -136,6 +151,39 @@ class _Entry(Generic[T]):
         self.holder: asyncio.Task[Any] | None = None  # the task holding it; None when not held
         self.held_handle: asyncio.TimerHandle | None = None
         self.stack: traceback.StackSummary | None = None
+        # Of the current hand-out: the purpose label and the acquiring frame's code and instruction offset.
+        self.purpose: str | None = None
+        self.where_code: Any = None
+        self.where_at = -1
+
+
+def _line_of(code: Any, offset: int) -> int | None:
+    """The source line of instruction ``offset`` in ``code`` (what ``frame.f_lineno`` would have said)."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return cast("int | None", line)
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Holder:
+    """One object checked out of a pool, as :meth:`AsyncPool.holders` reports it.
+
+    ``task`` is the holding task's name, ``purpose`` the label given to ``acquire(purpose=...)`` (or by the
+    ResourceManager), ``held_for`` seconds since the hand-out, ``where`` the ``file:line`` of the code that
+    acquired it (always recorded: it costs two attribute reads per acquire), ``stack`` the formatted stack
+    of that code when the pool has ``held_warning`` set (None otherwise).
+    """
+
+    pool: str
+    task: str
+    purpose: str | None
+    held_for: float
+    where: str
+    stack: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def _reusable(entry: _Entry[Any], now: float) -> bool:
@@ -259,11 +307,15 @@ class _Lease(Generic[T]):
     loop.
     """
 
-    __slots__ = ("_entry", "_lease", "_pool", "_timeout")
+    __slots__ = ("_depth", "_entry", "_lease", "_pool", "_purpose", "_timeout")
 
-    def __init__(self, pool: AsyncPool[T], timeout: float | None) -> None:
+    def __init__(
+        self, pool: AsyncPool[T], timeout: float | None, purpose: str | None = None, depth: int = 1
+    ) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._purpose = purpose
+        self._depth = depth  # frames between __aenter__ and the code that acquires (see Holder.where)
         self._entry: _Entry[T] | None = None
         self._lease = 0
 
@@ -288,6 +340,10 @@ class _Lease(Generic[T]):
             entry.since = _clock()
             entry.lease += 1
             entry.holder = task
+            entry.purpose = self._purpose
+            frame = _getframe(self._depth)
+            entry.where_code = frame.f_code
+            entry.where_at = frame.f_lasti
             self._entry = entry
             self._lease = entry.lease
             return entry.obj
@@ -323,6 +379,10 @@ class _Lease(Generic[T]):
             break
         entry.lease += 1
         entry.holder = task
+        entry.purpose = self._purpose
+        frame = _getframe(self._depth)
+        entry.where_code = frame.f_code
+        entry.where_at = frame.f_lasti
         if pool._held_warning is not None:
             pool._watch_holding(entry)
         self._entry = entry
@@ -564,29 +624,65 @@ class AsyncPool(Generic[T]):
         """The exception types that discard an object when they escape its ``async with`` block."""
         return self._discard_on
 
-    def acquire(self, timeout: float | None = None) -> _Lease[T]:
+    def acquire(self, timeout: float | None = None, *, purpose: str | None = None) -> _Lease[T]:
         """``async with pool.acquire() as obj:``: an object for the block, returned on exit however the
         block ends (also when the task is cancelled inside it).
 
-        ``timeout`` overrides the pool's wait limit for this call. Raises :class:`PoolTimeout`,
+        ``timeout`` overrides the pool's wait limit for this call; ``purpose`` labels the hand-out in
+        :meth:`holders` (what the object is for: "load user", "health"). Raises :class:`PoolTimeout`,
         :class:`PoolExhausted`, :class:`PoolClosed`, or the factory's own error when creating the object
         failed. Waiting is a cancellation point; a cancelled waiter loses nothing.
         """
         if timeout is not None:
             config.seconds("timeout", timeout)
-        # _Lease(self, timeout), without the cost of a Python __init__ call on every acquire.
+        if purpose is not None and not isinstance(purpose, str):
+            raise ConfigurationError("purpose", purpose, "must be a string label or None")
+        # _Lease(self, timeout, purpose), without the cost of a Python __init__ call on every acquire.
         lease: _Lease[T] = _new_lease(_Lease)
         lease._pool = self
         lease._timeout = timeout
+        lease._purpose = purpose
+        lease._depth = 1
         lease._entry = None
         return lease
 
-    async def get(self, timeout: float | None = None) -> T:
+    async def get(self, timeout: float | None = None, *, purpose: str | None = None) -> T:
         """Take an object; give it back with :meth:`put`. Same errors and cancellation as :meth:`acquire`."""
         if timeout is not None:
             config.seconds("timeout", timeout)
+        if purpose is not None and not isinstance(purpose, str):
+            raise ConfigurationError("purpose", purpose, "must be a string label or None")
         # The hand-out is booked on the entry (lease number, holder); the lease object is not needed.
-        return await _Lease(self, timeout).__aenter__()
+        return await _Lease(self, timeout, purpose, depth=2).__aenter__()
+
+    def holders(self) -> list[Holder]:
+        """Who holds this pool's objects now, longest-held first (see :class:`Holder`). Cheap (one pass
+        over the pool's objects); safe to call from any thread (a snapshot a few operations apart)."""
+        now = _clock()
+        out: list[Holder] = []
+        for entry in list(self._entries.values()):
+            task = entry.holder
+            if task is None:
+                continue
+            code = entry.where_code
+            if code is None:
+                where = "?"
+            else:
+                line = _line_of(code, entry.where_at)
+                where = f"{code.co_filename}:{line if line is not None else '?'}"
+            stack = entry.stack
+            out.append(
+                Holder(
+                    pool=self._name,
+                    task=task.get_name(),
+                    purpose=entry.purpose,
+                    held_for=max(0.0, now - entry.since),
+                    where=where,
+                    stack="".join(stack.format()) if stack is not None and self._held_warning else None,
+                )
+            )
+        out.sort(key=lambda h: -h.held_for)
+        return out
 
     async def put(self, obj: T, *, discard: bool = False) -> None:
         """Give back an object taken with :meth:`get`; ``discard=True`` drops it (e.g. it is broken).

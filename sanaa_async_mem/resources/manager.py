@@ -58,7 +58,7 @@ from ..errors import (
     SanaaError,
 )
 from ..pools._tasks import TaskSet
-from ..pools.pool import AsyncPool, PoolOptions, PoolStats, _Lease, merge_snapshots
+from ..pools.pool import AsyncPool, Holder, PoolOptions, PoolStats, _Lease, merge_snapshots
 from ..pools.pool import pool_options as pool_options_checked
 from ..pools.waitqueue import WaitQueue
 
@@ -463,7 +463,8 @@ class _ManagedLease:
                     # close the pool for good; this way min_size is made in the background and this caller
                     # simply waits in the pool's queue (and gets the factory's error if creation fails).
                     await res.pool.open(wait=False)
-                lease = res.pool.acquire(timeout)
+                lease = res.pool.acquire(timeout, purpose=self._purpose)
+                lease._depth = 2  # the holder's code location is our caller's (see Holder.where)
                 obj = await lease.__aenter__()
                 self._pool_lease = lease
             if res.state is not _OPEN:
@@ -821,6 +822,25 @@ class ResourceManager:
         if res is None:
             raise self._unknown(name)
         return res.pool
+
+    def holders(self, name: str | None = None) -> list[Holder]:
+        """Who holds pooled objects now (see :meth:`AsyncPool.holders`): of resource ``name``, or of every
+        pooled resource, longest-held first. Each :class:`~sanaa_async_mem.pools.pool.Holder` is named by
+        the resource (``holder.pool``) and carries the purpose given to :meth:`acquire`. Shared (unpooled)
+        resources have no objects to hold and report none. Unknown name: ResourceError."""
+        if name is not None:
+            res = self._resources.get(name)
+            if res is None:
+                raise self._unknown(name)
+            chosen = [res]
+        else:
+            chosen = list(self._resources.values())
+        out: list[Holder] = []
+        for res in chosen:
+            if res.pool is not None:
+                out.extend(dataclasses.replace(h, pool=res.name) for h in res.pool.holders())
+        out.sort(key=lambda h: -h.held_for)
+        return out
 
     def get_resource_stats(self, name: str) -> ResourceStats:
         """Counters and timings of one resource (see :class:`ResourceStats`). Unknown name: ResourceError."""

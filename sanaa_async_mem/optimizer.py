@@ -419,7 +419,8 @@ class MemoryOptimizer:
         Keys: ``optimization_active``; ``system_memory`` (``total``, ``available``, ``used``,
         ``percentage``); ``process_memory`` (``rss``, ``vms``, ``high_memory_bytes``,
         ``percentage_of_high``); ``gc`` (collector, thresholds, counts, pauses per generation, and
-        ``scheduler`` or None); ``loop_lag`` (lag summary in seconds); ``pools`` (every pool's stats, by
+        ``scheduler`` or None); ``loop_lag`` (lag summary in seconds, and ``utilization``: the
+        loop's busy share 0..1 or None, with ``utilization_method``); ``pools`` (every pool's stats, by
         the name :meth:`pool_stats` gives it, and each extra MemoryPool's); ``resources`` (the resource
         manager's stats); ``trend`` (the profiler's verdict, see
         :class:`~sanaa_async_mem.memory.TrendVerdict`); ``alerts`` (the profiler's active alerts).
@@ -453,7 +454,12 @@ class MemoryOptimizer:
                 "percentage_of_high": 100.0 * int(mem.rss) / high,
             },
             "gc": gc_stats,
-            "loop_lag": {"running": self.lag_monitor.running, **self.lag_monitor.stats()},
+            "loop_lag": {
+                "running": self.lag_monitor.running,
+                **self.lag_monitor.stats(),
+                "utilization": self.lag_monitor.utilization(),
+                "utilization_method": self.lag_monitor.utilization_method,
+            },
             "pools": self._pool_status(),
             "resources": self.resource_manager.get_stats().as_dict(),
             "trend": report["trend"],

@@ -274,6 +274,14 @@ def _lag_families(ns: str, r: Readings) -> Iterator[Family]:
             (((), r.loop_lag),),
             "loop_lag",
         )
+    if r.loop_utilization is not None:
+        yield Family(
+            "gauge",
+            f"{ns}_loop_utilization",
+            "Share of wall time the event loop was busy (0..1, moving average over the monitor's window)",
+            (),
+            (((), r.loop_utilization),),
+        )
 
 
 def _memory_families(ns: str, r: Readings) -> Iterator[Family]:

@@ -349,15 +349,12 @@ class _Lease(Generic[T]):
     loop.
     """
 
-    __slots__ = ("_depth", "_entry", "_lease", "_pool", "_purpose", "_timeout")
+    __slots__ = ("_entry", "_lease", "_pool", "_purpose", "_timeout")
 
-    def __init__(
-        self, pool: AsyncPool[T], timeout: float | None, purpose: str | None = None, depth: int = 1
-    ) -> None:
+    def __init__(self, pool: AsyncPool[T], timeout: float | None, purpose: str | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._purpose = purpose
-        self._depth = depth  # frames between __aenter__ and the code that acquires (see Holder.where)
         self._entry: _Entry[T] | None = None
         self._lease = 0
 
@@ -383,7 +380,7 @@ class _Lease(Generic[T]):
             entry.lease += 1
             entry.holder = task
             entry.purpose = self._purpose
-            frame = _getframe(self._depth)
+            frame = _getframe(1)  # the caller (get() and the ResourceManager relocate it to theirs)
             entry.where_code = frame.f_code
             entry.where_at = frame.f_lasti
             self._entry = entry
@@ -422,7 +419,7 @@ class _Lease(Generic[T]):
         entry.lease += 1
         entry.holder = task
         entry.purpose = self._purpose
-        frame = _getframe(self._depth)
+        frame = _getframe(1)
         entry.where_code = frame.f_code
         entry.where_at = frame.f_lasti
         if pool._held_warning is not None:
@@ -430,6 +427,13 @@ class _Lease(Generic[T]):
         self._entry = entry
         self._lease = entry.lease
         return entry.obj
+
+    def _relocate(self, frame: Any) -> None:
+        """Say that the hand-out was asked for by ``frame``'s code (a wrapper's caller; see Holder.where)."""
+        entry = self._entry
+        if entry is not None:
+            entry.where_code = frame.f_code
+            entry.where_at = frame.f_lasti
 
     async def __aexit__(
         self,
@@ -690,7 +694,6 @@ class AsyncPool(Generic[T]):
         lease._pool = self
         lease._timeout = timeout
         lease._purpose = purpose
-        lease._depth = 1
         lease._entry = None
         return lease
 
@@ -701,7 +704,10 @@ class AsyncPool(Generic[T]):
         if purpose is not None and not isinstance(purpose, str):
             raise ConfigurationError("purpose", purpose, "must be a string label or None")
         # The hand-out is booked on the entry (lease number, holder); the lease object is not needed.
-        return await _Lease(self, timeout, purpose, depth=2).__aenter__()
+        lease = _Lease(self, timeout, purpose)
+        obj = await lease.__aenter__()
+        lease._relocate(_getframe(1))  # our caller acquired it
+        return obj
 
     def holders(self) -> list[Holder]:
         """Who holds this pool's objects now, longest-held first (see :class:`Holder`). Cheap (one pass

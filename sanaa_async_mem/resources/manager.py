@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator, Mapping
@@ -501,8 +502,8 @@ class _ManagedLease:
                     # simply waits in the pool's queue (and gets the factory's error if creation fails).
                     await res.pool.open(wait=False)
                 lease = res.pool.acquire(timeout, purpose=self._purpose)
-                lease._depth = 2  # the holder's code location is our caller's (see Holder.where)
                 obj = await lease.__aenter__()
+                lease._relocate(sys._getframe(1))  # the holder's code location is our caller's
                 self._pool_lease = lease
             if res.state is not _OPEN:
                 # unregister_resource() began while we waited: refuse, and give the object straight back.

@@ -19,13 +19,13 @@ from sanaa_async_mem.resources import ResourceManager
 
 
 def _here() -> str:
-    """file:line of the caller's next line (where the acquire under test is written)."""
+    """file:line of the caller's next line (where the code under test is written)."""
     frame = inspect.currentframe()
     assert frame is not None and frame.f_back is not None
     return f"{__file__}:{frame.f_back.f_lineno + 1}"
 
 
-async def test_holders_name_task_purpose_time_and_the_acquiring_line() -> None:
+async def test_holders_name_task_purpose_time_and_where_they_wait() -> None:
     async with AsyncPool(object, name="p", max_size=3) as pool:
         assert pool.holders() == []
         entered = asyncio.Event()
@@ -33,9 +33,9 @@ async def test_holders_name_task_purpose_time_and_the_acquiring_line() -> None:
         lines: dict[str, str] = {}
 
         async def worker(label: str | None) -> None:
-            lines[str(label)] = _here()
             async with pool.acquire(purpose=label):
                 entered.set()
+                lines[str(label)] = _here()
                 await release.wait()
 
         first = asyncio.create_task(worker("load user"), name="first")
@@ -49,9 +49,10 @@ async def test_holders_name_task_purpose_time_and_the_acquiring_line() -> None:
         assert [h.purpose for h in holders] == ["load user", None]
         assert all(isinstance(h, Holder) and h.pool == "p" for h in holders)
         assert holders[0].held_for >= 0.04 and holders[0].held_for > holders[1].held_for >= 0
+        # Where each holder is now: the line of its block it waits at (read from the suspended task).
         assert holders[0].where == lines["load user"]
         assert holders[1].where == lines["None"]
-        assert holders[0].stack is None  # no held_warning: only the cheap location
+        assert holders[0].stack is None and holders[0].acquired_at is None  # no held_warning: not recorded
         assert holders[0].as_dict()["task"] == "first"
         release.set()
         await asyncio.gather(first, second)
@@ -67,14 +68,17 @@ async def test_holders_of_waiters_get_and_stack_with_held_warning() -> None:
         async def waiter() -> None:
             other.append(_here())
             async with pool.acquire(purpose="waited"):
+                other.append(_here())
                 await asyncio.sleep(0)
                 other.append("done")
 
+        here = _here()
         (h,) = pool.holders()
         assert h.purpose == "manual"
-        # get() reports its own caller, not the pool's internals.
-        assert h.where.rsplit(":", 1)[0] == __file__
-        assert int(h.where.rsplit(":", 1)[1]) == int(where_get.rsplit(":", 1)[1]) - 2
+        assert h.where == here  # the holder is this very task, running this line
+        # With held_warning, the acquire's own line, from the recorded stack: get()'s caller.
+        assert h.acquired_at is not None and h.acquired_at.rsplit(":", 1)[0] == __file__
+        assert int(h.acquired_at.rsplit(":", 1)[1]) == int(where_get.rsplit(":", 1)[1]) - 2
         assert h.stack is not None and "test_holders_of_waiters" in h.stack
         task = asyncio.create_task(waiter(), name="waiter")
         await asyncio.sleep(0.01)
@@ -83,7 +87,8 @@ async def test_holders_of_waiters_get_and_stack_with_held_warning() -> None:
             holders = pool.holders()
             if holders:
                 assert holders[0].task == "waiter" and holders[0].purpose == "waited"
-                assert holders[0].where == other[0]  # the waiting path records the location too
+                assert holders[0].acquired_at == other[0]  # the waiting path records it too
+                assert holders[0].where == other[1]
             await asyncio.sleep(0)
         await task
 
@@ -114,7 +119,7 @@ async def test_bad_purpose_is_rejected() -> None:
             await pool.get(purpose=b"x")  # type: ignore[arg-type]
 
 
-async def test_resource_manager_holders_carry_the_purpose_and_the_callers_line() -> None:
+async def test_resource_manager_holders_carry_the_purpose_and_the_callers_line_now() -> None:
     async with ResourceManager() as manager:
         manager.register_factory("db", object, max_size=2)
         manager.register_resource("shared", "value")
@@ -123,9 +128,9 @@ async def test_resource_manager_holders_carry_the_purpose_and_the_callers_line()
         where: list[str] = []
 
         async def handler() -> None:
-            where.append(_here())
             async with manager.acquire("db", "load user"):
                 inside.set()
+                where.append(_here())
                 await release.wait()
 
         task = asyncio.create_task(handler(), name="handler")

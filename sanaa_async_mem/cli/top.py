@@ -122,7 +122,12 @@ def render_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
                 (
                     "  holder",
                     f"{holder.get('task', '?')} [{purpose}] for {_held(float(holder.get('held_for', 0.0)))} "
-                    f"at {_where(str(holder.get('where', '?')))}",
+                    f"at {_where(str(holder.get('where', '?')))}"
+                    + (
+                        f" (acquired at {_where(str(holder['acquired_at']))})"
+                        if holder.get("acquired_at")
+                        else ""
+                    ),
                 )
             )
         if len(holders) > MAX_HOLDERS:

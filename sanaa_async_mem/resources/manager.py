@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator, Mapping
@@ -503,7 +502,6 @@ class _ManagedLease:
                     await res.pool.open(wait=False)
                 lease = res.pool.acquire(timeout, purpose=self._purpose)
                 obj = await lease.__aenter__()
-                lease._relocate(sys._getframe(1))  # the holder's code location is our caller's
                 self._pool_lease = lease
             if res.state is not _OPEN:
                 # unregister_resource() began while we waited: refuse, and give the object straight back.

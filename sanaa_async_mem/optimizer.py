@@ -395,6 +395,17 @@ class MemoryOptimizer:
 
     def _pool_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: st.as_dict() for name, st in self.pool_stats().items()}
+        # Who holds each AsyncPool's objects now (task, purpose, held_for, where), under the same names.
+        holders: dict[str, list[dict[str, Any]]] = {}
+        for pool in self.pools:
+            if isinstance(pool, AsyncPool):
+                holders[pool.name] = [h.as_dict() for h in pool.holders()]
+        manager = self.resource_manager
+        for name in manager.names:
+            if manager.get_pool(name) is not None:
+                holders[name] = [h.as_dict() for h in manager.holders(name)]
+        for name, entry in out.items():
+            entry["holders"] = holders.get(name, [])
         for pool in self.pools:
             if isinstance(pool, MemoryPool):
                 out.setdefault(pool.name, _json_keys(pool.get_stats()))
@@ -408,7 +419,8 @@ class MemoryOptimizer:
         Keys: ``optimization_active``; ``system_memory`` (``total``, ``available``, ``used``,
         ``percentage``); ``process_memory`` (``rss``, ``vms``, ``high_memory_bytes``,
         ``percentage_of_high``); ``gc`` (collector, thresholds, counts, pauses per generation, and
-        ``scheduler`` or None); ``loop_lag`` (lag summary in seconds); ``pools`` (every pool's stats, by
+        ``scheduler`` or None); ``loop_lag`` (lag summary in seconds, and ``utilization``: the
+        loop's busy share 0..1 or None, with ``utilization_method``); ``pools`` (every pool's stats, by
         the name :meth:`pool_stats` gives it, and each extra MemoryPool's); ``resources`` (the resource
         manager's stats); ``trend`` (the profiler's verdict, see
         :class:`~sanaa_async_mem.memory.TrendVerdict`); ``alerts`` (the profiler's active alerts).
@@ -442,7 +454,12 @@ class MemoryOptimizer:
                 "percentage_of_high": 100.0 * int(mem.rss) / high,
             },
             "gc": gc_stats,
-            "loop_lag": {"running": self.lag_monitor.running, **self.lag_monitor.stats()},
+            "loop_lag": {
+                "running": self.lag_monitor.running,
+                **self.lag_monitor.stats(),
+                "utilization": self.lag_monitor.utilization(),
+                "utilization_method": self.lag_monitor.utilization_method,
+            },
             "pools": self._pool_status(),
             "resources": self.resource_manager.get_stats().as_dict(),
             "trend": report["trend"],

@@ -1,5 +1,6 @@
 """The ``sanaa-mem`` command: ``demo`` (a real service under load, with every tool on), ``watch`` (any
-process's memory trend) and ``report``.
+process's memory trend), ``top`` (a running service's pools, holders and memory, live, from its
+``/memory`` endpoint) and ``report``.
 
 Exit codes, the same for every command:
 
@@ -9,7 +10,8 @@ Exit codes, the same for every command:
   command, a malformed environment variable, a summary file of the wrong shape;
 * 3: could not run: a file could not be read or written, a database could not be reached, an optional
   package is missing (the message names the extra to install), or (``watch``) the process does not exist,
-  cannot be read, or the command cannot be started;
+  cannot be read, or the command cannot be started; (``top``) the service cannot be reached or its
+  answer is not a ``/memory`` document;
 * 4: (``watch -- COMMAND``) the command failed: it exited by itself with a non-zero code.
 """
 
@@ -34,7 +36,8 @@ EXIT_COMMAND_FAILED = 4
 _EXIT_CODES = """\
 exit codes:
   0  done        1  check failed (demo: connections left open; watch --fail-on-leak: leak found)
-  2  bad usage   3  could not run (I/O, database, missing optional package, no such process)
+  2  bad usage   3  could not run (I/O, database, missing optional package, no such process,
+                    top: service unreachable or not a /memory endpoint)
   4  the command given to 'watch --' exited by itself with a non-zero code
 """
 
@@ -58,6 +61,16 @@ examples:
 With '-- COMMAND ...' the command is started, watched, and ended (SIGTERM, then SIGKILL after 5 s) when
 the watch ends; if it exits on its own, the watch stops and reports. The log is the profiler's JSON Lines:
 'sanaa-mem report app.jsonl' draws it. The threshold defaults to MEMORY_LEAK_THRESHOLD (1000 B/s).
+"""
+
+_TOP_EXAMPLES = """\
+examples:
+  sanaa-mem top http://127.0.0.1:8000/memory        redrawn every second until Ctrl-C
+  sanaa-mem top 127.0.0.1:8000 --interval 0.5       (no path: /memory)
+  sanaa-mem top http://127.0.0.1:8000/memory --json  one reading, as JSON, then exit
+
+The endpoint serves MemoryOptimizer.get_memory_status() (as the example apps' /memory does). Each pool
+shows who holds its objects: task, purpose, for how long, and the file:line that acquired it.
 """
 
 _REPORT_EXAMPLES = """\
@@ -208,6 +221,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on-leak", action="store_true", help="exit with code 1 when the verdict is a leak"
     )
 
+    top = sub.add_parser(
+        "top",
+        help="a live view of a running service's pools, holders, memory, GC and loop, from its /memory",
+        description="Read a running service's /memory endpoint every --interval seconds and show its pools "
+        "(size, use, waiters, counters, and who holds each object, for what and since when), the memory "
+        "verdict, GC, loop lag and loop utilization, redrawn in place.",
+        epilog=_TOP_EXAMPLES + "\n" + _EXIT_CODES,
+        formatter_class=fmt,
+    )
+    top.add_argument("url", metavar="URL", help="the service's /memory endpoint (no path: /memory)")
+    top.add_argument(
+        "--interval", type=_positive_float, default=1.0, help="seconds between readings (default: 1)"
+    )
+    top.add_argument(
+        "--duration", type=_positive_float, help="stop after this many seconds (default: Ctrl-C)"
+    )
+    top.add_argument(
+        "--timeout", type=_positive_float, default=5.0, help="seconds to wait for one reading (default: 5)"
+    )
+    top.add_argument(
+        "--view", choices=("auto", "live", "plain"), default="auto",
+        help="live panel (rich, on a terminal) or plain lines (default: auto)",
+    )  # fmt: skip
+    top.add_argument("--json", action="store_true", help="print one reading as JSON and exit")
+
     report = sub.add_parser(
         "report",
         help="turn a snapshot log (JSON Lines) into a self-contained HTML report with plots",
@@ -332,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         # Like any argparse tool: no command is a usage error, with the usage to say what to type.
         parser.print_usage(sys.stderr)
-        hint = f"{parser.prog}: a command is needed: demo, watch or report (see '{parser.prog} --help')"
+        hint = f"{parser.prog}: a command is needed: demo, watch, top or report (see '{parser.prog} --help')"
         print(hint, file=sys.stderr)
         return EXIT_USAGE
     from ..errors import ConfigurationError
@@ -378,6 +416,19 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _report(args)
     if args.command == "watch":
         return _watch(args)
+    if args.command == "top":
+        from .top import TopOptions, run_top
+
+        return run_top(
+            TopOptions(
+                url=args.url,
+                interval=args.interval,
+                duration=args.duration,
+                timeout=args.timeout,
+                as_json=args.json,
+                view=args.view,
+            )
+        )
     parser.error(f"unknown command {args.command!r}")  # argparse rejects it first
 
 

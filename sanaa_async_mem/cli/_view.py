@@ -115,12 +115,10 @@ def rows(frame: dict[str, Any], history: dict[str, list[float]] | None = None) -
             )
         )
     if "lag_p99" in frame:
-        out.append(
-            (
-                "loop lag",
-                f"p50 {ms(frame['lag_p50'])}, p99 {ms(frame['lag_p99'])}, max {ms(frame['lag_max'])}",
-            )
-        )
+        lag = f"p50 {ms(frame['lag_p50'])}, p99 {ms(frame['lag_p99'])}, max {ms(frame['lag_max'])}"
+        if frame.get("loop_utilization") is not None:
+            lag += f"; loop busy {frame['loop_utilization']:.0%}"
+        out.append(("loop lag", lag))
     return out
 
 
@@ -136,6 +134,8 @@ def plain_line(frame: dict[str, Any]) -> str:
         parts.append(f"gc_full={frame['gc_full_collections']} gc_max={ms(frame['gc_max_pause'])}")
     if "lag_p99" in frame:
         parts.append(f"lag_p99={ms(frame['lag_p99'])}")
+    if frame.get("loop_utilization") is not None:
+        parts.append(f"loop_busy={frame['loop_utilization']:.0%}")
     return "  ".join(parts)
 
 

@@ -288,6 +288,7 @@ def _frame(
         "lag_p50": lag_stats.p50,
         "lag_p99": lag_stats.p99,
         "lag_max": lag_stats.max,
+        "loop_utilization": optimizer.lag_monitor.utilization(),
         "leak": options.leak,
     }
 

@@ -24,7 +24,10 @@ one; see :mod:`.readings`). Attribute ``db.client.connection.pool.name`` on ever
 ``sanaa.pool.<counter>``                    observable counters         ``acquired``, ``created``,
                                                                         ``exhausted``, ``errors``,
                                                                         ``discarded``, ``expired``,
-                                                                        ``held_too_long``
+                                                                        ``held_too_long``, ``cancelled``,
+                                                                        ``waited``, ``wait_seconds`` (s)
+``sanaa.pool.closed``                       observable counter          objects closed, attribute
+                                                                        ``sanaa.pool.close_reason``
 ``db.client.connection.create_time``        histogram (s)               factory calls
 ``db.client.connection.wait_time``          histogram (s)               waits for an object
 ``db.client.connection.use_time``           histogram (s)               time objects were held
@@ -71,6 +74,7 @@ __all__ = ["POOL_NAME", "STATE", "PoolHistogramExporter", "PoolInstruments", "in
 
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
+CLOSE_REASON = "sanaa.pool.close_reason"
 SCOPE = "sanaa_async_mem"
 
 _HISTOGRAMS = (
@@ -86,6 +90,8 @@ _COUNTERS = (
     ("discarded", "{connection}", "Objects dropped as broken"),
     ("expired", "{connection}", "Objects replaced after their lifetime or idle time"),
     ("held_too_long", "{connection}", "Objects held longer than held_warning"),
+    ("cancelled", "{acquisition}", "Acquisitions whose task was cancelled while waiting"),
+    ("waited", "{acquisition}", "Acquisitions that had to wait for an object"),
 )
 
 
@@ -126,6 +132,18 @@ class PoolInstruments:
             meter.create_observable_counter(
                 f"sanaa.pool.{field}", [self._field(field)], unit=unit, description=desc
             )
+        meter.create_observable_counter(
+            "sanaa.pool.wait_seconds",
+            [self._field("wait_seconds")],
+            unit="s",
+            description="Total time acquisitions waited for an object",
+        )
+        meter.create_observable_counter(
+            "sanaa.pool.closed",
+            [self._observe_closed],
+            unit="{connection}",
+            description="Objects the pool closed, by reason (attribute sanaa.pool.close_reason)",
+        )
 
     @property
     def optimizer(self) -> object | None:
@@ -140,6 +158,14 @@ class PoolInstruments:
             out.append(Observation(st.idle, {POOL_NAME: name, STATE: "idle"}))
             out.append(Observation(st.in_use, {POOL_NAME: name, STATE: "used"}))
         return out
+
+    def _observe_closed(self, options: CallbackOptions) -> Iterable[Observation]:
+        readings = self._current if self._current is not None else self.readings.get()
+        return [
+            Observation(count, {POOL_NAME: name, CLOSE_REASON: reason})
+            for name, st in readings.pools.items()
+            for reason, count in st.closed_by.items()
+        ]
 
     def _field(self, field: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:

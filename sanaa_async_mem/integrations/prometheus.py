@@ -90,6 +90,8 @@ _POOL_COUNTERS = (
     ("discarded", "Objects dropped as broken"),
     ("expired", "Objects replaced after their lifetime or idle time"),
     ("held_too_long", "Objects held longer than held_warning"),
+    ("cancelled", "Acquisitions whose task was cancelled while waiting"),
+    ("waited", "Acquisitions that had to wait (their total wait is sanaa_pool_wait_seconds_sum)"),
 )
 _POOL_HISTOGRAMS = (
     ("wait", "Time callers waited for an object (0 for immediate acquires)", "latency"),
@@ -206,6 +208,13 @@ def _histograms(
 def _pool_families(ns: str, r: Readings) -> Iterator[Family]:
     yield from _gauges(f"{ns}_pool", "pool", r.pools, _POOL_GAUGES)
     yield from _counters(f"{ns}_pool", "pool", r.pools, _POOL_COUNTERS)
+    yield Family(
+        "counter",
+        f"{ns}_pool_closed",
+        "Objects the pool closed, by reason (lifetime, idle, broken, failed_check, resize, close, ...)",
+        ("pool", "reason"),
+        tuple(((n, why), float(count)) for n, s in r.pools.items() for why, count in s.closed_by.items()),
+    )
     yield from _histograms(f"{ns}_pool", "pool", r.pools, _POOL_HISTOGRAMS)
 
 
@@ -264,6 +273,14 @@ def _lag_families(ns: str, r: Readings) -> Iterator[Family]:
             (),
             (((), r.loop_lag),),
             "loop_lag",
+        )
+    if r.loop_utilization is not None:
+        yield Family(
+            "gauge",
+            f"{ns}_loop_utilization",
+            "Share of wall time the event loop was busy (0..1, moving average over the monitor's window)",
+            (),
+            (((), r.loop_utilization),),
         )
 
 

@@ -144,6 +144,8 @@ class Readings:
     loop_lag: HistogramSnapshot | None
     memory: MemoryReading | None
     other: Mapping[str, Mapping[str, object]]
+    #: The loop monitor's utilization (0..1, see :meth:`LoopLagMonitor.utilization`), None without one.
+    loop_utilization: float | None = None
 
     @classmethod
     def empty(cls) -> Readings:
@@ -192,6 +194,7 @@ class _Builder:
         self.pauses: dict[int, HistogramSnapshot] = {}
         self.scheduler: SchedulerStats | None = None
         self.lag: HistogramSnapshot | None = None
+        self.utilization: float | None = None
         self.memory: MemoryReading | None = None
         self.other: dict[str, dict[str, object]] = {}
         self.seen: set[int] = set()
@@ -214,6 +217,7 @@ class _Builder:
                 self.scheduler = source.stats()
             case LoopLagMonitor():
                 self.lag = source.snapshot()
+                self.utilization = source.utilization()
             case SourceGroup():
                 for part in source.metric_sources():
                     self.add(part, depth + 1)
@@ -286,6 +290,7 @@ class _Builder:
             gc_pauses=MappingProxyType(self.pauses),
             gc_scheduler=self.scheduler,
             loop_lag=self.lag,
+            loop_utilization=self.utilization,
             memory=self.memory,
             other=MappingProxyType({k: MappingProxyType(v) for k, v in self.other.items()}),
         )

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 from .keyed import MemoryPool, MemoryPoolLease, MemoryPoolStats, create_large_object_pool
-from .pool import AsyncPool, PoolOptions, PoolStats
+from .pool import AsyncPool, Holder, PoolOptions, PoolStats
 from .waitqueue import WaitQueue
 from .weak_cache import WeakCacheStats, WeakReferenceCache
 
 __all__ = [
     "AsyncPool",
+    "Holder",
     "MemoryPool",
     "MemoryPoolLease",
     "MemoryPoolStats",

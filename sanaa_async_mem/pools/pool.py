@@ -52,13 +52,14 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import os
 import random
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypedDict, TypeVar, cast
 
 from .. import config
@@ -73,7 +74,16 @@ from .waitqueue import WaitQueue
 if TYPE_CHECKING:
     from ..fleet.budget import FleetBudget
 
-__all__ = ["AsyncPool", "PoolOptions", "PoolSettings", "PoolStats", "merge_snapshots", "pool_options"]
+__all__ = [
+    "CLOSE_REASONS",
+    "AsyncPool",
+    "Holder",
+    "PoolOptions",
+    "PoolSettings",
+    "PoolStats",
+    "merge_snapshots",
+    "pool_options",
+]
 
 T = TypeVar("T")
 
@@ -84,6 +94,11 @@ log = get_logger("pool")
 # waits. Deadlines and timers use the loop's own clock (see AsyncPool._time).
 _clock = time.monotonic
 _get_ident = threading.get_ident
+# Frames of these directories are not "where" a holder is (see _where_now): the library and asyncio.
+_LIBRARY_DIRS = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+    os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep,
+)
 
 try:
     # The task running on a loop, with one dict lookup: asyncio.current_task(loop) costs a Python call on
@@ -122,6 +137,7 @@ class _Entry(Generic[T]):
         "key",
         "lease",
         "obj",
+        "purpose",
         "since",
         "stack",
     )
@@ -139,6 +155,89 @@ class _Entry(Generic[T]):
         self.holder: asyncio.Task[Any] | None = None  # the task holding it; None when not held
         self.held_handle: asyncio.TimerHandle | None = None
         self.stack: traceback.StackSummary | None = None
+        self.purpose: str | None = None  # the label of the current hand-out
+
+
+def _outside_library(filename: str) -> bool:
+    return not filename.startswith(_LIBRARY_DIRS)
+
+
+def _where_now(task: asyncio.Task[Any]) -> str:
+    """``file:line`` of the innermost frame of ``task``'s coroutine chain outside the library and asyncio:
+    where the holder is now (in the code that acquired, or what it called). Costs nothing until asked."""
+    where = "?"
+    coro: Any = task.get_coro()
+    depth = 0
+    while coro is not None and depth < 64:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and _outside_library(frame.f_code.co_filename):
+            where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        depth += 1
+    return where
+
+
+def _acquired_at(stack: traceback.StackSummary) -> str | None:
+    """``file:line`` of the innermost frame of an acquiring stack outside the library."""
+    for frame in reversed(stack):
+        if _outside_library(frame.filename):
+            return f"{frame.filename}:{frame.lineno}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Holder:
+    """One object checked out of a pool, as :meth:`AsyncPool.holders` reports it.
+
+    ``task`` is the holding task's name, ``purpose`` the label given to ``acquire(purpose=...)`` (or by the
+    ResourceManager), ``held_for`` seconds since the hand-out. ``where`` is the ``file:line`` where the
+    holding task is now: the innermost frame of its coroutine chain outside this library and asyncio,
+    read from the suspended task when :meth:`AsyncPool.holders` is called (so it costs the acquire
+    nothing; a holder inside ``async with pool.acquire():`` is shown at the line of that block, or of the
+    code it called, that it is waiting at). ``acquired_at`` (the ``file:line`` of the acquire itself) and
+    ``stack`` (the formatted acquiring stack) are recorded only when the pool has ``held_warning`` set:
+    recording the caller's frame on every acquire was measured at about 0.4 us, 15% of an uncontended
+    acquire (see BENCHMARKS.md); otherwise they are None.
+    """
+
+    pool: str
+    task: str
+    purpose: str | None
+    held_for: float
+    where: str
+    acquired_at: str | None
+    stack: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: Why the pool closed an object, the keys of ``PoolStats.closed_by``: past ``max_lifetime`` (lifetime),
+#: unused for ``max_idle`` (idle), broken (mark_broken, put(discard=True), a ``discard_on`` error, a failed
+#: reset, or a check interrupted by cancellation or the caller's deadline), failed ``check``/``alive``
+#: (failed_check), surplus after :meth:`AsyncPool.resize` (resize), the pool closing (close), replaced by
+#: ``drain``/``expire_all`` (drained) and shed by ``trim_idle`` (trimmed).
+CLOSE_REASONS: tuple[str, ...] = (
+    "lifetime",
+    "idle",
+    "broken",
+    "failed_check",
+    "resize",
+    "close",
+    "drained",
+    "trimmed",
+    "budget",
+)
+# stats().discarded and stats().expired, the counters older than closed_by, are sums of these reasons.
+_DISCARDED = frozenset({"broken", "failed_check"})
+_EXPIRED = frozenset({"lifetime", "idle", "drained", "trimmed", "budget"})
+# The reasons _discard was given before there were reasons (callers written against that still work).
+_LEGACY_REASONS: dict[str | None, str] = {"discarded": "broken", "expired": "lifetime", None: "close"}
+
+
+def _expired_reason(entry: _Entry[Any]) -> str:
+    """Why an entry that failed :func:`_reusable` goes: its lifetime ran out, or it was replaced."""
+    return "lifetime" if entry.expires_at != -_INF else "drained"
 
 
 def _reusable(entry: _Entry[Any], now: float) -> bool:
@@ -222,6 +321,12 @@ class PoolStats:
     Times are seconds. ``wait`` covers every acquire (immediate ones count as 0 s) up to the moment the
     pool hands the object over, ``use`` the time from then until it comes back (so a waiter's resumption
     lag is in ``use``), ``create`` successful factory calls.
+
+    ``waited`` counts the acquires that had to wait (the others took an idle object at once) and
+    ``wait_seconds`` their total wait; ``cancelled`` the acquires whose task was cancelled while waiting
+    (or during the check of an idle object); ``timeouts`` those whose deadline passed. ``closed`` counts
+    every object closed, ``closed_by`` the same by reason (see :data:`CLOSE_REASONS`; ``discarded`` is
+    broken + failed_check, ``expired`` lifetime + idle + drained + trimmed).
     """
 
     name: str
@@ -245,13 +350,21 @@ class PoolStats:
     wait: HistogramSnapshot
     use: HistogramSnapshot
     create: HistogramSnapshot
+    cancelled: int = 0
+    waited: int = 0
+    wait_seconds: float = 0.0
+    closed_by: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(CLOSE_REASONS, 0))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain numbers with stable keys (JSON-serialisable)."""
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            out[field.name] = value.as_dict() if isinstance(value, HistogramSnapshot) else value
+            if isinstance(value, HistogramSnapshot):
+                value = value.as_dict()
+            elif field.name == "closed_by":
+                value = dict(value)
+            out[field.name] = value
         return out
 
 
@@ -263,11 +376,12 @@ class _Lease(Generic[T]):
     loop.
     """
 
-    __slots__ = ("_entry", "_lease", "_pool", "_timeout")
+    __slots__ = ("_entry", "_lease", "_pool", "_purpose", "_timeout")
 
-    def __init__(self, pool: AsyncPool[T], timeout: float | None) -> None:
+    def __init__(self, pool: AsyncPool[T], timeout: float | None, purpose: str | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._purpose = purpose
         self._entry: _Entry[T] | None = None
         self._lease = 0
 
@@ -292,6 +406,7 @@ class _Lease(Generic[T]):
             entry.since = _clock()
             entry.lease += 1
             entry.holder = task
+            entry.purpose = self._purpose
             self._entry = entry
             self._lease = entry.lease
             return entry.obj
@@ -327,6 +442,7 @@ class _Lease(Generic[T]):
             break
         entry.lease += 1
         entry.holder = task
+        entry.purpose = self._purpose
         if pool._held_warning is not None:
             pool._watch_holding(entry)
         self._entry = entry
@@ -492,6 +608,10 @@ class AsyncPool(Generic[T]):
         self._screening = check is not None or alive is not None or max_lifetime is not None
         self._plain_acquire = not self._screening and held_warning is None
         self._plain_release = reset is None and held_warning is None
+        self._max_creating_follows = max_creating is None  # the default follows max_size (see resize)
+        # After resize() lowered max_size below the objects in existence: returning objects are retired
+        # until the pool is back within max_size (the lease's plain release is off meanwhile; see _give).
+        self._shrinking = False
 
         self._state = _NEW
         self._is_open = False  # == (self._state == _OPEN), read on the hot paths
@@ -530,6 +650,8 @@ class AsyncPool(Generic[T]):
         self._n_exhausted = 0
         self._n_errors = 0
         self._n_held_too_long = 0
+        self._n_cancelled = 0
+        self._closed_by: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
         self._wait_hist = Histogram()
         self._use_hist = Histogram()
         self._create_hist = Histogram()
@@ -579,29 +701,59 @@ class AsyncPool(Generic[T]):
         """The exception types that discard an object when they escape its ``async with`` block."""
         return self._discard_on
 
-    def acquire(self, timeout: float | None = None) -> _Lease[T]:
+    def acquire(self, timeout: float | None = None, *, purpose: str | None = None) -> _Lease[T]:
         """``async with pool.acquire() as obj:``: an object for the block, returned on exit however the
         block ends (also when the task is cancelled inside it).
 
-        ``timeout`` overrides the pool's wait limit for this call. Raises :class:`PoolTimeout`,
+        ``timeout`` overrides the pool's wait limit for this call; ``purpose`` labels the hand-out in
+        :meth:`holders` (what the object is for: "load user", "health"). Raises :class:`PoolTimeout`,
         :class:`PoolExhausted`, :class:`PoolClosed`, or the factory's own error when creating the object
         failed. Waiting is a cancellation point; a cancelled waiter loses nothing.
         """
         if timeout is not None:
             config.seconds("timeout", timeout)
-        # _Lease(self, timeout), without the cost of a Python __init__ call on every acquire.
+        if purpose is not None and not isinstance(purpose, str):
+            raise ConfigurationError("purpose", purpose, "must be a string label or None")
+        # _Lease(self, timeout, purpose), without the cost of a Python __init__ call on every acquire.
         lease: _Lease[T] = _new_lease(_Lease)
         lease._pool = self
         lease._timeout = timeout
+        lease._purpose = purpose
         lease._entry = None
         return lease
 
-    async def get(self, timeout: float | None = None) -> T:
+    async def get(self, timeout: float | None = None, *, purpose: str | None = None) -> T:
         """Take an object; give it back with :meth:`put`. Same errors and cancellation as :meth:`acquire`."""
         if timeout is not None:
             config.seconds("timeout", timeout)
+        if purpose is not None and not isinstance(purpose, str):
+            raise ConfigurationError("purpose", purpose, "must be a string label or None")
         # The hand-out is booked on the entry (lease number, holder); the lease object is not needed.
-        return await _Lease(self, timeout).__aenter__()
+        return await _Lease(self, timeout, purpose).__aenter__()
+
+    def holders(self) -> list[Holder]:
+        """Who holds this pool's objects now, longest-held first (see :class:`Holder`). Cheap (one pass
+        over the pool's objects); safe to call from any thread (a snapshot a few operations apart)."""
+        now = _clock()
+        out: list[Holder] = []
+        for entry in list(self._entries.values()):
+            task = entry.holder
+            if task is None:
+                continue
+            stack = entry.stack if self._held_warning is not None else None
+            out.append(
+                Holder(
+                    pool=self._name,
+                    task=task.get_name(),
+                    purpose=entry.purpose,
+                    held_for=max(0.0, now - entry.since),
+                    where=_where_now(task),
+                    acquired_at=_acquired_at(stack) if stack is not None else None,
+                    stack="".join(stack.format()) if stack is not None else None,
+                )
+            )
+        out.sort(key=lambda h: -h.held_for)
+        return out
 
     async def put(self, obj: T, *, discard: bool = False) -> None:
         """Give back an object taken with :meth:`get`; ``discard=True`` drops it (e.g. it is broken).
@@ -728,7 +880,7 @@ class AsyncPool(Generic[T]):
         for task in list(self._creations):
             task.cancel()
         while self._idle:
-            self._discard(self._idle.pop(), counted_as=None)
+            self._discard(self._idle.pop(), counted_as="close")
 
     async def _finish_closing(self, timeout: float) -> None:
         if self._entries or self._creating:
@@ -760,7 +912,7 @@ class AsyncPool(Generic[T]):
         for entry in list(self._entries.values()):
             entry.expires_at = -_INF
         while self._idle:
-            self._discard(self._idle.pop(), counted_as="expired")
+            self._discard(self._idle.pop(), counted_as="drained")
         self._grow()
 
     def trim_idle(self, older_than: float | None = None) -> int:
@@ -772,7 +924,65 @@ class AsyncPool(Generic[T]):
         self._require_loop("trim_idle")
         now = _clock()
         return self._drop_idle(
-            lambda entry, surplus: surplus > 0 and (older_than is None or now - entry.since >= older_than)
+            lambda entry, surplus: (
+                "trimmed" if surplus > 0 and (older_than is None or now - entry.since >= older_than) else None
+            )
+        )
+
+    async def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
+        """Change ``min_size`` and/or ``max_size`` of a pool, also while it is open and in use.
+
+        Growing ``max_size`` starts factory calls for the callers waiting now (they are served as soon as
+        the objects exist); growing ``min_size`` makes the missing objects in the background. Shrinking
+        ``max_size`` closes surplus idle objects at once and retires surplus checked-out objects as they
+        come back (counted in ``stats().closed_by["resize"]``): an object in use is never closed, so the
+        pool may hold more than the new ``max_size`` until enough have returned, and nothing new is made
+        or handed out beyond it meanwhile. Returns once the change is made (it does not wait for objects
+        to come back or be made). A ``max_creating`` left to its default follows ``max_size``.
+
+        Raises :class:`~sanaa_async_mem.errors.ConfigurationError` naming the bad value (not a positive
+        integer, ``min_size`` above ``max_size``), :class:`PoolClosed` on a closed pool and
+        :class:`PoolError` from another thread or event loop. Nothing in it awaits: cancelling the caller
+        cannot leave half a change.
+        """
+        new_max = self._max_size if max_size is None else config.positive_int("max_size", max_size)
+        new_min = self._min_size if min_size is None else config.positive_int("min_size", min_size, minimum=0)
+        if new_min > new_max:
+            name, value = ("min_size", min_size) if min_size is not None else ("max_size", max_size)
+            raise ConfigurationError(name, value, f"must keep min_size ({new_min}) <= max_size ({new_max})")
+        if self._state == _CLOSED:
+            raise PoolClosed(f"{self._name} is closed and cannot be resized")
+        self._require_loop("resize")
+        self._max_size, self._min_size = new_max, new_min
+        if self._max_creating_follows:
+            self._max_creating = new_max
+        if not self._is_open:
+            return  # not opened yet: open() uses the new sizes
+        if new_min and self._housekeeper is None:
+            assert self._loop is not None
+            self._housekeeper = self._loop.create_task(
+                self._housekeep_forever(), name=f"{self._name}-housekeeper"
+            )
+        if self._size() > new_max:
+            # Surplus idle objects go now (coldest first), the rest as they come back (_give).
+            excess = [self._size() - new_max]
+
+            def surplus_idle(entry: _Entry[T], surplus: int) -> str | None:
+                excess[0] -= 1
+                return "resize" if excess[0] >= 0 else None
+
+            self._drop_idle(surplus_idle)
+            if self._size() > new_max:
+                self._shrinking = True
+                self._plain_release = False
+        self._grow()
+        log.info(
+            "%s: resized to min_size=%d max_size=%d (%d objects now)",
+            self._name,
+            new_min,
+            new_max,
+            self._size(),
+            extra={"sanaa_pool": self._name, "sanaa_event": "resized"},
         )
 
     def stats(self) -> PoolStats:
@@ -808,9 +1018,14 @@ class AsyncPool(Generic[T]):
             exhausted=self._n_exhausted,
             errors=self._n_errors,
             held_too_long=self._n_held_too_long,
+            # Only acquires that waited leave a wait sample (the others count as 0 s): these are they.
             wait=waits.with_zeros(acquired - waits.count),
             use=uses,
             create=self._create_hist.snapshot(),
+            cancelled=self._n_cancelled,
+            waited=waits.count,
+            wait_seconds=waits.sum,
+            closed_by=MappingProxyType(dict(self._closed_by)),
         )
 
     def pop_stats(self) -> PoolStats:
@@ -888,7 +1103,7 @@ class AsyncPool(Generic[T]):
     async def _screen(self, entry: _Entry[T], now: float, deadline: float) -> bool:
         """An idle entry the caller just took: True to hand it out, False when it was dropped."""
         if entry.expires_at <= now:
-            self._discard(entry, counted_as="expired")
+            self._discard(entry, counted_as=_expired_reason(entry))
             return False
         alive = self._alive
         if alive is not None:
@@ -902,7 +1117,7 @@ class AsyncPool(Generic[T]):
                     self._name,
                     extra={"sanaa_pool": self._name, "sanaa_event": "found_dead"},
                 )
-                self._discard(entry, counted_as="discarded")
+                self._discard(entry, counted_as="failed_check")
                 return False
         # Checked when idle for _check_after (inf without a check hook: one comparison either way);
         # fresh objects (never handed out) are not checked: the factory just made them.
@@ -919,6 +1134,8 @@ class AsyncPool(Generic[T]):
 
     def _abandon(self, fut: asyncio.Future[_Entry[T]], exc: BaseException, task: asyncio.Task[Any]) -> None:
         """The waiter's task is leaving without using ``fut``'s object: settle the books (no await)."""
+        if isinstance(exc, asyncio.CancelledError):
+            self._n_cancelled += 1
         if self._queue.abandon(fut):
             # The object was handed to us but our task was cancelled before it resumed: pass it on.
             self._give(fut.result(), _clock())
@@ -954,13 +1171,14 @@ class AsyncPool(Generic[T]):
                 ok = await _call(self._check, entry.obj)
         except asyncio.CancelledError:
             # An interrupted check may leave the object mid-conversation: never reuse it.
-            self._discard(entry, counted_as="discarded")
+            self._n_cancelled += 1
+            self._discard(entry, counted_as="broken")
             raise
         except TimeoutError as exc:
             if not (limit.expired() and deadline < hook_deadline):
                 return self._check_failed(entry, exc)
             # The caller's time is up, mid-check: the object's state is unknown, so it goes too.
-            self._discard(entry, counted_as="discarded")
+            self._discard(entry, counted_as="broken")
             self._n_timeouts += 1
             raise PoolTimeout(
                 f"{self._name}: the acquire's timeout passed while the check of an idle object was running"
@@ -968,7 +1186,7 @@ class AsyncPool(Generic[T]):
         except Exception as exc:
             return self._check_failed(entry, exc)
         if ok is False:
-            self._discard(entry, counted_as="discarded")
+            self._discard(entry, counted_as="failed_check")
             return False
         return True
 
@@ -979,7 +1197,7 @@ class AsyncPool(Generic[T]):
             exc,
             extra={"sanaa_pool": self._name, "sanaa_event": "check_failed"},
         )
-        self._discard(entry, counted_as="discarded")
+        self._discard(entry, counted_as="failed_check")
         return False
 
     def _watch_holding(self, entry: _Entry[T]) -> None:
@@ -1035,7 +1253,7 @@ class AsyncPool(Generic[T]):
                 pending = reset(entry.obj)
             except Exception as exc:
                 self._reset_failed(exc)
-                self._discard(entry, counted_as="discarded")
+                self._discard(entry, counted_as="broken")
                 return None
             if pending is not None and inspect.isawaitable(pending):
                 return self._reset_in_task(entry, pending)
@@ -1048,19 +1266,32 @@ class AsyncPool(Generic[T]):
         if not _reusable(entry, now):
             self._drop(entry, discard=False)
             return
+        if self._shrinking and self._retire_surplus(entry):
+            return
         entry.since = now
         queue = self._queue
         if not (queue.waiting and queue.hand(entry)):
             self._idle.append(entry)
 
+    def _retire_surplus(self, entry: _Entry[T]) -> bool:
+        """While shrinking: close ``entry`` (True) if the pool holds more than max_size objects, else end
+        the shrinking (False: the entry is used as usual)."""
+        retire = self._size() > self._max_size
+        if retire:
+            self._discard(entry, counted_as="resize")
+        if self._size() <= self._max_size:
+            self._shrinking = False
+            self._plain_release = self._reset is None and self._held_warning is None
+        return retire
+
     def _drop(self, entry: _Entry[T], discard: bool) -> None:
         """Close an entry that must not be reused, counting why."""
         if discard or entry.broken:
-            self._discard(entry, counted_as="discarded")
+            self._discard(entry, counted_as="broken")
         elif not self._is_open:
-            self._discard(entry, counted_as=None)
+            self._discard(entry, counted_as="close")
         else:  # replaced by expire_all/drain, or past max_lifetime
-            self._discard(entry, counted_as="expired")
+            self._discard(entry, counted_as=_expired_reason(entry))
 
     def _reset_in_task(self, entry: _Entry[T], pending: Awaitable[Any]) -> asyncio.Future[Any]:
         assert self._loop is not None
@@ -1153,13 +1384,17 @@ class AsyncPool(Generic[T]):
         self._grow()
 
     def _discard(self, entry: _Entry[T], counted_as: str | None) -> None:
-        """Drop an entry that is neither idle nor held: close it in the background, free its slot."""
+        """Drop an entry that is neither idle nor held: close it in the background, free its slot.
+        ``counted_as`` is the reason (one of :data:`CLOSE_REASONS`), counted in ``stats().closed_by``."""
         del self._entries[entry.key]
         self._leases_retired += entry.lease
         self._n_closed += 1
-        if counted_as == "discarded":
+        reason = _LEGACY_REASONS.get(counted_as) or cast(str, counted_as)
+        closed_by = self._closed_by
+        closed_by[reason] = closed_by.get(reason, 0) + 1
+        if reason in _DISCARDED:
             self._n_discarded += 1
-        elif counted_as == "expired":
+        elif reason in _EXPIRED:
             self._n_expired += 1
         if entry.held_handle is not None:
             entry.held_handle.cancel()
@@ -1229,11 +1464,11 @@ class AsyncPool(Generic[T]):
             return 0
         left = [n]
 
-        def pick(entry: _Entry[T], surplus: int) -> bool:
+        def pick(entry: _Entry[T], surplus: int) -> str | None:
             if left[0] > 0 and surplus > 0:
                 left[0] -= 1
-                return True
-            return False
+                return "budget"  # given back to the fleet budget: other processes wait
+            return None
 
         given = self._drop_idle(pick)
         for entry in list(self._entries.values()):
@@ -1282,7 +1517,7 @@ class AsyncPool(Generic[T]):
             if self._queue.waiting > self._creating:
                 self._grow()  # after an outage, the other waiters need objects too
         else:
-            self._discard(entry, counted_as=None)
+            self._discard(entry, counted_as="close")
 
     def _creation_failed(self, exc: Exception) -> None:
         self._n_errors += 1
@@ -1338,28 +1573,33 @@ class AsyncPool(Generic[T]):
         max_idle = self._max_idle
         self._drop_idle(
             lambda entry, surplus: (
-                not _reusable(entry, now)
-                or (max_idle is not None and surplus > 0 and now - entry.since >= max_idle)
+                _expired_reason(entry)
+                if not _reusable(entry, now)
+                else "idle"
+                if max_idle is not None and surplus > 0 and now - entry.since >= max_idle
+                else None
             )
         )
         self._grow()
 
-    def _drop_idle(self, stale: Callable[[_Entry[T], int], bool]) -> int:
-        """Close the idle entries ``stale(entry, surplus)`` picks; ``surplus`` counts objects above min_size
-        still left. Oldest-released first, so the coldest go and min_size keeps the hottest."""
+    def _drop_idle(self, stale: Callable[[_Entry[T], int], str | None]) -> int:
+        """Close the idle entries ``stale(entry, surplus)`` picks (it returns the reason, or None to keep
+        it); ``surplus`` counts objects above min_size still left. Oldest-released first, so the coldest
+        go and min_size keeps the hottest."""
         keep: deque[_Entry[T]] = deque()
-        drop: list[_Entry[T]] = []
+        drop: list[tuple[_Entry[T], str]] = []
         surplus = self._size() - self._min_size
         for entry in self._idle:
-            if stale(entry, surplus):
-                drop.append(entry)
+            reason = stale(entry, surplus)
+            if reason is not None:
+                drop.append((entry, reason))
                 surplus -= 1
             else:
                 keep.append(entry)
         self._idle.clear()  # in place: a lease in the middle of an acquire holds this deque
         self._idle.extend(keep)
-        for entry in drop:
-            self._discard(entry, counted_as="expired")
+        for entry, reason in drop:
+            self._discard(entry, counted_as=reason)
         return len(drop)
 
     # ------------------------------------------------------------------ errors

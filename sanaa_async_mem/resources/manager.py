@@ -58,9 +58,10 @@ from ..errors import (
     SanaaError,
 )
 from ..pools._tasks import TaskSet
-from ..pools.pool import AsyncPool, PoolOptions, PoolStats, _Lease, merge_snapshots
+from ..pools.pool import AsyncPool, Holder, PoolOptions, PoolStats, _Lease, merge_snapshots
 from ..pools.pool import pool_options as pool_options_checked
 from ..pools.waitqueue import WaitQueue
+from .lanes import Lanes, check_priority, check_reserve
 
 __all__ = [
     "PurposeStats",
@@ -283,6 +284,8 @@ class _Resource:
         "failures",
         "idle_event",
         "kind",
+        "lane_options",
+        "lanes",
         "limiter",
         "max_concurrent",
         "name",
@@ -313,6 +316,10 @@ class _Resource:
         self.cleanup = cleanup
         self.max_concurrent = max_concurrent
         self.limiter: _Limiter | None = None  # made on first use, when the loop is known
+        # Reserved capacity / priorities (see lanes.py): (reserve, aging) when asked for, the gate made on
+        # first use like the limiter.
+        self.lane_options: tuple[dict[str, int], float] | None = None
+        self.lanes: Lanes | None = None
         self.state = _OPEN
         self.acquisitions = 0
         self.active = 0
@@ -379,6 +386,13 @@ class _Resource:
         if self.idle_event is not None and not self.active and not self.waiting:
             self.idle_event.set()
 
+    def capacity(self) -> int:
+        """Holders allowed at once: the pool's max_size (read now: resize() is followed), max_concurrent."""
+        limits = [self.pool.max_size] if self.pool is not None else []
+        if self.max_concurrent is not None:
+            limits.append(self.max_concurrent)
+        return min(limits)
+
     def stats(self) -> ResourceStats:
         # list(): one C-level copy, so a reader on another thread never iterates a dict that is growing.
         purposes = {k: v.snapshot() for k, v in list(self.purposes.items())}
@@ -409,10 +423,12 @@ class _ManagedLease:
     """``async with manager.acquire(name, purpose) as obj``: one acquisition, always released on exit."""
 
     __slots__ = (
+        "_lanes",
         "_limiter",
         "_manager",
         "_name",
         "_pool_lease",
+        "_priority",
         "_purpose",
         "_resource",
         "_since",
@@ -421,12 +437,19 @@ class _ManagedLease:
     )
 
     def __init__(
-        self, manager: ResourceManager, name: str, purpose: str | None, timeout: float | None
+        self,
+        manager: ResourceManager,
+        name: str,
+        purpose: str | None,
+        timeout: float | None,
+        priority: float | None = None,
     ) -> None:
         self._manager = manager
         self._name = name
         self._purpose = purpose
         self._timeout = timeout
+        self._priority = priority
+        self._lanes: Lanes | None = None
         self._resource: _Resource | None = None
         self._stats: _Purpose | None = None
         self._pool_lease: _Lease[Any] | None = None
@@ -446,10 +469,24 @@ class _ManagedLease:
         res = manager._lookup_for_acquire(self._name)
         purpose = res.purpose(self._purpose)
         started = _now()
+        if self._priority is not None and res.lane_options is None:
+            raise ConfigurationError(
+                "priority",
+                self._priority,
+                f"resource {res.name!r} has no lanes: register it with reserve= or priority_aging=",
+            )
         res.waiting += 1
         try:
             limiter = res.limiter
             timeout = self._timeout
+            lanes = res.lanes
+            if lanes is not None:
+                await lanes.enter(
+                    self._purpose, self._priority or 0.0, manager._timeout if timeout is None else timeout
+                )
+                self._lanes = lanes
+                if timeout is not None:
+                    timeout = max(0.0, timeout - (_now() - started))
             if limiter is not None:
                 await limiter.acquire(manager._timeout if timeout is None else timeout)
                 self._limiter = limiter
@@ -463,7 +500,7 @@ class _ManagedLease:
                     # close the pool for good; this way min_size is made in the background and this caller
                     # simply waits in the pool's queue (and gets the factory's error if creation fails).
                     await res.pool.open(wait=False)
-                lease = res.pool.acquire(timeout)
+                lease = res.pool.acquire(timeout, purpose=self._purpose)
                 obj = await lease.__aenter__()
                 self._pool_lease = lease
             if res.state is not _OPEN:
@@ -504,6 +541,7 @@ class _ManagedLease:
         """Return the pooled object (the pool decides, by ``discard_on``, whether to keep it) and the slot."""
         lease, self._pool_lease = self._pool_lease, None
         limiter, self._limiter = self._limiter, None
+        lanes, self._lanes = self._lanes, None
         try:
             if lease is not None:
                 # The pool's release is shielded: if we are cancelled here the object still goes back.
@@ -511,6 +549,8 @@ class _ManagedLease:
         finally:
             if limiter is not None:
                 limiter.release()
+            if lanes is not None:
+                lanes.leave(self._purpose)  # last: a waiter granted the slot finds the object back
 
 
 class ThreadLease:
@@ -640,6 +680,8 @@ class ResourceManager:
         failures: tuple[type[BaseException], ...] = (),
         factory: Callable[[], Any] | None = None,
         pool_options: Mapping[str, Any] | None = None,
+        reserve: Mapping[str, int] | None = None,
+        priority_aging: float | None = None,
     ) -> None:
         """Register one shared object: ``register_resource("http", session, close_session)``.
 
@@ -648,6 +690,13 @@ class ResourceManager:
         exactly once when the resource is unregistered or the manager closes. ``max_concurrent`` limits
         holders at once (fair FIFO). ``failures``: the exception types which, raised out of a block, count
         as failures of the resource in ``stats().errors`` (others count as ``app_errors``).
+
+        ``reserve={"health": 1}`` keeps that many of the resource's slots (its pool's ``max_size``, or
+        ``max_concurrent``) for a purpose, and ``priority_aging`` (seconds per priority point, default
+        1.0 once lanes are on) lets :meth:`acquire` take ``priority=``: see
+        :mod:`sanaa_async_mem.resources.lanes` for the rules and the bound on waiting. Either needs a limit
+        (a pool or ``max_concurrent``). The same two options exist on :meth:`register_pool` and
+        :meth:`register_factory`.
 
         The original call shapes keep working: an :class:`AsyncPool` as ``resource`` is
         :meth:`register_pool`, and ``factory=`` (with ``pool_options=``) is :meth:`register_factory`.
@@ -666,21 +715,38 @@ class ResourceManager:
             if failures:
                 raise ConfigurationError("failures", failures, "a pool's failures are its discard_on")
             options = pool_options_checked(dict(pool_options or {}), "pool_options")
-            self.register_factory(name, factory, cleanup=cleanup, max_concurrent=max_concurrent, **options)
+            self.register_factory(
+                name,
+                factory,
+                cleanup=cleanup,
+                max_concurrent=max_concurrent,
+                reserve=reserve,
+                priority_aging=priority_aging,
+                **options,
+            )
             return
         if pool_options is not None:
             raise ConfigurationError("pool_options", pool_options, "only applies with factory=")
         if isinstance(resource, AsyncPool):
             if failures:
                 raise ConfigurationError("failures", failures, "a pool's failures are its discard_on")
-            self.register_pool(name, resource, cleanup=cleanup, max_concurrent=max_concurrent)
+            self.register_pool(
+                name,
+                resource,
+                cleanup=cleanup,
+                max_concurrent=max_concurrent,
+                reserve=reserve,
+                priority_aging=priority_aging,
+            )
             return
         self._check_registration(name, cleanup, max_concurrent)
         if not isinstance(failures, tuple) or not all(
             isinstance(t, type) and issubclass(t, BaseException) for t in failures
         ):
             raise ConfigurationError("failures", failures, "must be a tuple of exception types")
-        self._add(name, resource, None, cleanup, max_concurrent, failures=failures)
+        self._add(
+            name, resource, None, cleanup, max_concurrent, failures=failures, lanes=(reserve, priority_aging)
+        )
 
     def register_pool(
         self,
@@ -689,6 +755,8 @@ class ResourceManager:
         *,
         cleanup: Callable[[AsyncPool[Any]], Any] | None = None,
         max_concurrent: int | None = None,
+        reserve: Mapping[str, int] | None = None,
+        priority_aging: float | None = None,
     ) -> None:
         """Register an :class:`AsyncPool` (e.g. from :mod:`sanaa_async_mem.resources.adapters`): each holder
         gets an object of its own. The manager owns the pool from now on: it opens it on first use if
@@ -704,7 +772,15 @@ class ResourceManager:
             raise ResourceError(f"cannot register {name!r}: the pool {pool.name!r} is closed")
         if max_concurrent is not None and max_concurrent >= pool.max_size:
             max_concurrent = None  # the pool's max_size already limits holders as tightly
-        self._add(name, pool, pool, cleanup, max_concurrent, failures=pool.discard_on)
+        self._add(
+            name,
+            pool,
+            pool,
+            cleanup,
+            max_concurrent,
+            failures=pool.discard_on,
+            lanes=(reserve, priority_aging),
+        )
 
     def register_factory(
         self,
@@ -714,6 +790,8 @@ class ResourceManager:
         *,
         cleanup: Callable[[AsyncPool[Any]], Any] | None = None,
         max_concurrent: int | None = None,
+        reserve: Mapping[str, int] | None = None,
+        priority_aging: float | None = None,
         **pool_options: Unpack[PoolOptions],
     ) -> None:
         """Register a pool the manager builds: ``AsyncPool(factory, name=name, **pool_options)``.
@@ -738,7 +816,7 @@ class ResourceManager:
         options.setdefault("timeout", self._timeout)
         pool: AsyncPool[Any] = AsyncPool(factory, **options)
         # The pool itself enforces max_concurrent (as max_size), with the same fairness.
-        self._add(name, pool, pool, cleanup, None, failures=pool.discard_on)
+        self._add(name, pool, pool, cleanup, None, failures=pool.discard_on, lanes=(reserve, priority_aging))
 
     def _check_registration(self, name: str, cleanup: object, max_concurrent: object) -> None:
         self._check_thread()
@@ -763,8 +841,13 @@ class ResourceManager:
         max_concurrent: int | None,
         *,
         failures: tuple[type[BaseException], ...],
+        lanes: tuple[Mapping[str, int] | None, float | None] = (None, None),
     ) -> None:
-        self._resources[name] = _Resource(name, obj, pool, cleanup, max_concurrent, failures=failures)
+        res = _Resource(name, obj, pool, cleanup, max_concurrent, failures=failures)
+        reserve, aging = lanes
+        if reserve is not None or aging is not None:
+            res.lane_options = _lane_options(res, reserve, aging)
+        self._resources[name] = res
         log.debug(
             "registered resource %s (%s)",
             name,
@@ -775,7 +858,12 @@ class ResourceManager:
     # ------------------------------------------------------------------ acquiring
 
     def acquire(
-        self, name: str, purpose: str | None = None, *, timeout: float | None = None
+        self,
+        name: str,
+        purpose: str | None = None,
+        *,
+        timeout: float | None = None,
+        priority: float | None = None,
     ) -> _ManagedLease:
         """``async with manager.acquire("db", "load user") as conn:``: the resource for the block.
 
@@ -786,10 +874,17 @@ class ResourceManager:
         Raises :class:`ResourceError` (unknown name, listing the registered ones; resource being
         unregistered; manager closed), :class:`PoolTimeout`, or the pool's errors. Waiting (for a slot,
         for a pooled object) is a cancellation point and a cancelled waiter loses nothing.
+
+        ``priority`` (a number, higher first; default 0) orders the waiters of a resource registered with
+        lanes (``reserve=`` or ``priority_aging=``; see :mod:`sanaa_async_mem.resources.lanes` for the
+        aging bound), and is a ConfigurationError on one without. A purpose with reserved capacity finds
+        its reserved slots free at once.
         """
         if timeout is not None:
             config.seconds("timeout", timeout)
-        return _ManagedLease(self, name, purpose, timeout)
+        if priority is not None:
+            priority = check_priority(priority)
+        return _ManagedLease(self, name, purpose, timeout, priority)
 
     acquire_resource = acquire  # the original name of the same call, kept as an alias
 
@@ -821,6 +916,25 @@ class ResourceManager:
         if res is None:
             raise self._unknown(name)
         return res.pool
+
+    def holders(self, name: str | None = None) -> list[Holder]:
+        """Who holds pooled objects now (see :meth:`AsyncPool.holders`): of resource ``name``, or of every
+        pooled resource, longest-held first. Each :class:`~sanaa_async_mem.pools.pool.Holder` is named by
+        the resource (``holder.pool``) and carries the purpose given to :meth:`acquire`. Shared (unpooled)
+        resources have no objects to hold and report none. Unknown name: ResourceError."""
+        if name is not None:
+            res = self._resources.get(name)
+            if res is None:
+                raise self._unknown(name)
+            chosen = [res]
+        else:
+            chosen = list(self._resources.values())
+        out: list[Holder] = []
+        for res in chosen:
+            if res.pool is not None:
+                out.extend(dataclasses.replace(h, pool=res.name) for h in res.pool.holders())
+        out.sort(key=lambda h: -h.held_for)
+        return out
 
     def get_resource_stats(self, name: str) -> ResourceStats:
         """Counters and timings of one resource (see :class:`ResourceStats`). Unknown name: ResourceError."""
@@ -913,6 +1027,10 @@ class ResourceManager:
                 res.limiter.queue.fail_all(
                     lambda: ResourceError(f"resource {res.name!r} was unregistered while waiting")
                 )
+            if res.lanes is not None:
+                res.lanes.fail_all(
+                    lambda: ResourceError(f"resource {res.name!r} was unregistered while waiting")
+                )
             res.closing_task = self._spawn(self._close_resource(res, timeout))
         return res.closing_task
 
@@ -994,6 +1112,9 @@ class ResourceManager:
             raise ResourceError(f"cannot acquire {name!r}: it is being unregistered (or the manager closing)")
         if res.max_concurrent is not None and res.limiter is None:
             res.limiter = _Limiter(res.max_concurrent, loop, res.name)
+        if res.lane_options is not None and res.lanes is None:
+            reserve, aging = res.lane_options
+            res.lanes = Lanes(res.capacity, loop, reserve=reserve, aging=aging, what=res.name)
         return res
 
     def _unknown(self, name: str) -> ResourceError:
@@ -1037,6 +1158,29 @@ class ResourceManager:
         task = self._tasks.spawn(self._loop, coro)
         task.add_done_callback(_retrieve)
         return task
+
+
+def _lane_options(
+    res: _Resource, reserve: Mapping[str, int] | None, aging: float | None
+) -> tuple[dict[str, int], float]:
+    """Checked ``reserve=`` / ``priority_aging=`` of a registration (ConfigurationError naming them)."""
+    if res.pool is None and res.max_concurrent is None:
+        param, value = ("reserve", reserve) if reserve is not None else ("priority_aging", aging)
+        raise ConfigurationError(
+            param, value, "needs a limit: a pool, or max_concurrent for a shared resource"
+        )
+    checked = check_reserve(reserve) if reserve is not None else {}
+    aging = 1.0 if aging is None else aging
+    if isinstance(aging, bool) or not isinstance(aging, int | float) or not 0 < aging < float("inf"):
+        raise ConfigurationError("priority_aging", aging, "must be a positive finite number of seconds")
+    capacity = res.capacity()
+    if sum(checked.values()) >= capacity:
+        raise ConfigurationError(
+            "reserve",
+            reserve,
+            f"reserves {sum(checked.values())} of {capacity} slots: one must stay unreserved",
+        )
+    return checked, float(aging)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -12,7 +12,6 @@ from .config import Settings
 from .errors import (
     ConfigurationError,
     GCError,
-    MemoryPressureError,
     PoolClosed,
     PoolError,
     PoolExhausted,
@@ -36,7 +35,6 @@ __all__ = [
     "LoopLagMonitor",
     "MemoryOptimizer",
     "MemoryPool",
-    "MemoryPressureError",
     "MemoryProfiler",
     "PoolClosed",
     "PoolError",

@@ -2,7 +2,7 @@
 
 All derive from :class:`SanaaError`. Where a builtin family already says what went wrong, the class joins
 it too, so generic handlers keep working: :class:`ConfigurationError` is a ``ValueError``,
-:class:`PoolTimeout` a ``TimeoutError`` and :class:`MemoryPressureError` a ``MemoryError``.
+:class:`PoolTimeout` a ``TimeoutError``.
 """
 
 from __future__ import annotations
@@ -57,14 +57,9 @@ class GCError(SanaaError):
     """Changing or running the garbage collector failed."""
 
 
-class MemoryPressureError(SanaaError, MemoryError):
-    """Memory use crossed a configured limit; catch it as ``MemoryError`` too."""
-
-
 __all__ = [
     "ConfigurationError",
     "GCError",
-    "MemoryPressureError",
     "PoolClosed",
     "PoolError",
     "PoolExhausted",

@@ -21,7 +21,6 @@ from sanaa_async_mem.config import Settings, get_settings, positive_int, seconds
 def test_errors_join_the_builtin_families() -> None:
     assert issubclass(errors.ConfigurationError, ValueError)
     assert issubclass(errors.PoolTimeout, TimeoutError)
-    assert issubclass(errors.MemoryPressureError, MemoryError)
     for cls in (
         errors.PoolError,
         errors.PoolTimeout,
@@ -30,7 +29,6 @@ def test_errors_join_the_builtin_families() -> None:
         errors.ResourceError,
         errors.GCError,
         errors.ConfigurationError,
-        errors.MemoryPressureError,
     ):
         assert issubclass(cls, errors.SanaaError)
     for cls in (errors.PoolTimeout, errors.PoolClosed, errors.PoolExhausted):

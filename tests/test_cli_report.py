@@ -248,3 +248,11 @@ def test_axes_never_stretch_a_small_change_into_a_cliff() -> None:
     assert high - low >= 10.0  # MiB: a tenth of the level, so 0.3 MiB stays small
     low, high = _axis_range([2 * MIB, 2.1 * MIB])
     assert high - low >= 4.0  # and never less than 4 MiB
+
+
+def test_out_into_a_missing_folder_creates_it(tmp_path: Path) -> None:
+    log = tmp_path / "app.jsonl"
+    write_run(log, threshold=1000, growth=0)
+    out = tmp_path / "new" / "deeper" / "r.html"
+    assert main(["report", str(log), "--out", str(out)]) == 0
+    assert out.stat().st_size > 0

@@ -257,7 +257,7 @@ async def test_a_real_leak_in_a_coroutine_is_detected_traced_and_alerted_once() 
     # A leak is growth consistent with the threshold: its interval reaches it and its estimate is at least
     # half of it (a loaded machine runs the leaking coroutine less often than every 10 ms).
     assert leak.verdict.slope_high >= 100_000 and leak.verdict.slope >= 50_000
-    assert leak.verdict.slope_low > 0
+    assert leak.verdict.significant  # the one-sided bound is above zero (the two-sided one may not be)
     assert any("test_profiler.py" in c["location"] and c["size_diff"] > 0 for c in report["top_consumers"])
     assert not tracemalloc.is_tracing()  # automatic tracing stopped after capturing its evidence
 
